@@ -123,7 +123,7 @@ def refresh_batchnorm(module: nn.Module, loader: DataLoader) -> None:
     with torch.no_grad():
         for x, _ in loader:
             module(x)
-    for m, momentum in zip(norms, momenta):
+    for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     module.train(was_training)
 
