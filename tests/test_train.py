@@ -1,0 +1,162 @@
+"""End-to-end runs through the real Hydra config: records, learning, resume, skip, tracking, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_cfg
+from tsllm.encoders import ENCODERS
+from tsllm.records import RunDirConflict, read_record
+from tsllm.train import run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+def test_every_encoder_runs_and_records(encoder: str, run_dir: Path) -> None:
+    rec = run(make_cfg(f"encoder={encoder}", "train.epochs=2"), run_dir=run_dir)
+    assert rec["status"] == "finished" and rec == read_record(run_dir)
+    for key in ("config", "config_hash", "seed", "data", "params", "val_acc", "test_acc", "test_acc_last_epoch",
+                "epochs_run", "wall_seconds", "env", "selection", "best_epoch"):
+        assert key in rec, key
+    assert rec["encoder"] == encoder and rec["mode"] == "standalone" and rec["epochs_run"] == 2
+    assert rec["data"]["sha256"] and rec["env"]["versions"]["torch"] and "sha" in rec["env"]["git"]
+    assert rec["params"]["trainable"] > 0 and rec["params"]["frozen"] == 0
+    assert 0.0 <= rec["test_acc"] <= 1.0
+    # Standalone latents have the embedded backbone's hidden size, read from its config.
+    assert rec["config"]["encoder"]["name"] == encoder
+
+
+def test_a_run_really_learns_gunpoint(run_dir: Path) -> None:
+    rec = run(make_cfg("data.name=GunPoint", "train.epochs=12", "encoder=resnet", "encoder.channels=[16,32,32]"),
+              run_dir=run_dir)
+    assert rec["test_acc"] >= 0.85, rec["test_acc"]  # chance is 0.5; 0.98 when written
+
+
+def test_selection_follows_validation_not_test(run_dir: Path) -> None:
+    rec = run(make_cfg("train.epochs=6"), run_dir=run_dir)
+    keys = [(h["val_acc"], -h["val_loss"]) for h in rec["history"]]
+    assert rec["best_epoch"] == 1 + max(range(len(keys)), key=lambda i: (keys[i], -i))
+    assert rec["val_acc"] == pytest.approx(rec["history"][rec["best_epoch"] - 1]["val_acc"])
+    assert all("test" not in k for h in rec["history"] for k in h)  # TEST is not looked at per epoch
+
+
+def test_study_protocol_is_labelled_and_separate(run_dir: Path) -> None:
+    rec = run(make_cfg("train.epochs=3", "train.protocol=study_best_test"), run_dir=run_dir)
+    optimistic = [h["test_acc_optimistic"] for h in rec["history"]]
+    assert rec["study_best_test_acc"] == max(optimistic)
+    assert rec["protocol"] == "study_best_test"
+
+
+def test_no_validation_split_falls_back_to_last_epoch(run_dir: Path) -> None:
+    rec = run(make_cfg("train.epochs=2", "data.val_fraction=0"), run_dir=run_dir)
+    assert rec["selection"].startswith("last_epoch") and rec["val_acc"] is None
+    assert rec["best_epoch"] == 2 and rec["test_acc"] == rec["test_acc_last_epoch"]
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    overrides = ["train.epochs=4", "encoder=resnet", "encoder.channels=[8,16,16]"]
+    whole = run(make_cfg(*overrides), run_dir=tmp_path / "whole")
+
+    crash = ["logger._target_=conftest.CrashAfter", "+logger.epoch=2"]
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg(*overrides, *crash), run_dir=tmp_path / "cut")
+    failed = read_record(tmp_path / "cut")
+    assert failed["status"] == "failed" and "KeyboardInterrupt" in failed["error"]
+    assert (tmp_path / "cut" / "checkpoint_last.pt").is_file()
+
+    resumed = run(make_cfg(*overrides), run_dir=tmp_path / "cut")
+    assert resumed["resumed_from_epoch"] == 2 and resumed["epochs_run"] == 4
+    assert resumed["history"] == whole["history"]
+    for key in ("val_acc", "test_acc", "test_acc_last_epoch", "best_epoch"):
+        assert resumed[key] == whole[key], key
+    a = torch.load(tmp_path / "whole" / "checkpoint_best.pt")
+    b = torch.load(tmp_path / "cut" / "checkpoint_best.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_accuracy(tmp_path: Path) -> None:
+    a = run(make_cfg("train.epochs=2", "seed=5"), run_dir=tmp_path / "a")
+    b = run(make_cfg("train.epochs=2", "seed=5"), run_dir=tmp_path / "b")
+    assert a["history"] == b["history"] and a["test_acc"] == b["test_acc"]
+
+
+def test_finished_run_is_skipped_and_other_config_refused(run_dir: Path) -> None:
+    first = run(make_cfg(), run_dir=run_dir)
+    mtime = (run_dir / "record.json").stat().st_mtime_ns
+    again = run(make_cfg("logger=none"), run_dir=run_dir)
+    assert again == first and (run_dir / "record.json").stat().st_mtime_ns == mtime
+    with pytest.raises(RunDirConflict, match="another config"):
+        run(make_cfg("train.lr=0.01"), run_dir=run_dir)
+
+
+def read_wandb_log(path: Path) -> list:
+    """Records of an offline run's .wandb file: a 7-byte header, then LevelDB-log framed protobufs."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", path
+    block, pos, records, pending = 32768, 7, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST fragment
+            rec = pb.Record()
+            rec.ParseFromString(pending)
+            records.append(rec)
+            pending = b""
+    return records
+
+
+def test_wandb_offline_run_files(run_dir: Path) -> None:
+    rec = run(make_cfg("logger=wandb", "train.epochs=2"), run_dir=run_dir)
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    records = read_wandb_log(next(runs[0].glob("run-*.wandb")))
+    by_kind: dict[str, list] = {}
+    for r in records:
+        by_kind.setdefault(r.WhichOneof("record_type"), []).append(r)
+    run_rec = by_kind["run"][0].run
+    assert run_rec.project == "tsllm" and run_rec.run_group == "default"
+    def items(updates) -> dict:
+        return {u.key or ".".join(u.nested_key): json.loads(u.value_json) for u in updates}
+
+    config = items(run_rec.config.update)
+    assert config["data"]["name"] == "ItalyPowerDemand" and config["encoder"]["name"] == "inception"
+    epochs = [items(h.history.item) for h in by_kind["history"]]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert epochs[-1]["train_loss"] == pytest.approx(rec["history"][-1]["train_loss"])
+    summary = {k: v for s in by_kind["summary"] for k, v in items(s.summary.update).items()}
+    assert summary["test_acc"] == pytest.approx(rec["test_acc"])
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "tsllm.train", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_unknown_dataset_is_one_clear_error(tmp_path: Path) -> None:
+    out = _cli("data.name=NoSuchSet", "logger=none", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text
+    assert "NoSuchSet" in text and "GunPoint" in text and "Traceback" not in text
+    assert read_record(tmp_path / "r")["status"] == "failed"
+
+
+def test_cli_run_writes_record(tmp_path: Path) -> None:
+    out = _cli("data.name=ItalyPowerDemand", "encoder=mlp", "train.epochs=1", "logger=none",
+               f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert read_record(tmp_path / "r")["status"] == "finished"
