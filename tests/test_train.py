@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_cfg
 from tsllm.encoders import ENCODERS
 from tsllm.records import RunDirConflict, read_record
 from tsllm.train import run
+
+from conftest import make_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 

