@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -97,6 +98,13 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
             if k in names or not k.startswith("reader.llm.")}
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save through a temporary file: a run killed mid-write leaves the previous checkpoint intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def _loader(split: Split, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
@@ -221,12 +229,12 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, seed: int, r
         improved = state["best_key"] is None or key > tuple(state["best_key"])
         if improved:
             state["best_key"], state["best_epoch"], state["bad_epochs"] = list(key), epoch + 1, 0
-            torch.save(trainable_state(base), best_path)
+            save_atomic(trainable_state(base), best_path)
         else:
             state["bad_epochs"] += 1
         stop = data.val is not None and cfg.early_stopping > 0 and state["bad_epochs"] >= cfg.early_stopping
         state["stopped_early"] = stop
-        torch.save({"model": trainable_state(base), "optimizer": optimizer.state_dict(), "state": state}, last_path)
+        save_atomic({"model": trainable_state(base), "optimizer": optimizer.state_dict(), "state": state}, last_path)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
                         val=f"{row.get('val_acc', math.nan):.3f}")
         log.debug("epoch %s", row)

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 RECORD = "record.json"
-# Keys that do not change a run's numbers: where it logs, whether it may resume, the sweep's folder name.
-NON_SEMANTIC = ("logger", "sweep_name", "train.resume")
+# Keys that do not change a run's numbers: where it logs, whether it may resume, the sweep's folder name,
+# and the grid/dataset-set helpers, whose effect is already in the resolved encoder and data values.
+NON_SEMANTIC = ("logger", "sweep_name", "train.resume", "grid", "datasets")
 PACKAGES = ("tsllm", "torch", "transformers", "accelerate", "peft", "numpy", "pandas", "sktime", "hydra-core",
             "wandb")
 
@@ -94,3 +95,18 @@ def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
         json.dump(record, f, indent=2, default=str)
     os.replace(tmp, run_dir / RECORD)
     return run_dir / RECORD
+
+
+def find_finished(sweep_dir: str | Path, key: str, exclude: str | Path | None = None) -> dict[str, Any] | None:
+    """A finished record with this config hash in a sweep's cell folders, if any."""
+    exclude = Path(exclude).resolve() if exclude is not None else None
+    for path in sorted(Path(sweep_dir).glob(f"*/{RECORD}")):
+        if exclude is not None and path.parent.resolve() == exclude:
+            continue
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if rec.get("config_hash") == key and rec.get("status") == "finished":
+            return rec
+    return None

@@ -20,24 +20,32 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from tsllm.backbone import BackboneError
-from tsllm.data import DataError, load_ucr
+from tsllm.data import DataError, load_ucr, register_resolvers
 from tsllm.loop import TrainConfig, fit, seed_everything
 from tsllm.model import build_model, parameter_counts
-from tsllm.records import RunDirConflict, config_hash, environment, read_record, write_record
+from tsllm.records import RunDirConflict, config_hash, environment, find_finished, read_record, write_record
 
 log = logging.getLogger("tsllm.train")
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+register_resolvers()  # conf/datasets/*.yaml expand dataset sets with it, before any job starts
 
 
 def _hydra_run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train and evaluate one configuration; write and return its record."""
+def run(cfg: DictConfig, run_dir: str | Path | None = None, sweep_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; write and return its record.
+
+    With `sweep_dir`, a cell whose resolved config already finished in another cell of the sweep is
+    skipped (grid axes that a family does not have resolve to the same config).
+    """
     run_dir = Path(run_dir) if run_dir is not None else _hydra_run_dir()
     config = OmegaConf.to_container(cfg, resolve=True)
     key = config_hash(config)
+    if sweep_dir is not None and (twin := find_finished(sweep_dir, key, exclude=run_dir)) is not None:
+        log.info("Same resolved config already finished in %s, skipping this cell", twin["run_dir"])
+        return twin
     previous = read_record(run_dir)
     if previous is not None and previous.get("config_hash") != key:
         raise RunDirConflict(f"{run_dir} holds a run of another config ({previous.get('config_hash')}, now {key}); "
@@ -98,9 +106,10 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dic
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra task: returns validation accuracy, the objective a sweeper may optimise (never TEST)."""
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        record = run(cfg)
+        record = run(cfg, sweep_dir=hydra_cfg.sweep.dir if multirun else None)
     except (DataError, BackboneError, RunDirConflict, ValueError) as e:
         # Bad input: one clear line, no traceback wall; in a sweep the job is recorded and the sweep goes on.
         log.error("%s: %s", type(e).__name__, e)

@@ -142,7 +142,10 @@ def _find_layout(directory: Path, name: str, layouts: Sequence[str]) -> tuple[st
 
 
 def list_datasets(root: str | os.PathLike | None = None) -> dict[str, str]:
-    """Datasets found under ``root`` as ``name -> layout``, sorted by name.
+    """Datasets found under ``root`` as ``folder name -> layout``, sorted by folder name.
+
+    Keys are folder names as on disk (``Gun_Point`` in a UCR 2015 root); map them with
+    :func:`tsllm.data.sets.canonical_name` for the 2018 spelling.
 
     ``root=None`` lists the classification datasets shipped with sktime (``.ts``).
     A dataset is a sub-directory ``Name`` holding both ``Name_TRAIN`` and ``Name_TEST``
@@ -327,19 +330,33 @@ def _pad_time(x: np.ndarray, length: int) -> np.ndarray:
 def read_raw(name: str, root: str | os.PathLike | None = None) -> tuple[RawSplit, RawSplit, dict]:
     """Read the TRAIN and TEST splits of dataset ``name`` without any cleaning.
 
-    Both splits are NaN-padded to a common length. The returned dict holds ``source``,
-    ``layout``, ``files`` (train/test paths) and ``sha256`` of the raw TRAIN then TEST bytes.
+    ``name`` may use the UCR 2015 or the 2018 spelling (``Gun_Point`` / ``GunPoint``): the
+    folder named exactly ``name`` is read when it holds a complete TRAIN/TEST pair, else the
+    folder of the other spelling (see :mod:`tsllm.data.sets`).
+
+    Both splits are NaN-padded to a common length. The returned dict holds ``name`` (the
+    canonical 2018 spelling), ``folder`` (the folder read), ``source``, ``layout``,
+    ``files`` (train/test paths) and ``sha256`` of the raw TRAIN then TEST bytes.
     """
+    from tsllm.data.sets import canonical_name, folder_candidates  # sets imports this module
+
     base, layouts, source = _resolve_root(root)
-    directory = base / name
-    hit = _find_layout(directory, name, layouts) if directory.is_dir() else None
-    if hit is None:
-        if not directory.is_dir():
+    candidates = folder_candidates(name)
+    directories = [(folder, base / folder) for folder in candidates if (base / folder).is_dir()]
+    # The exact folder first, then the other archive's spelling; the first complete pair wins.
+    for folder, directory in directories:
+        hit = _find_layout(directory, folder, layouts)
+        if hit is not None:
+            break
+    else:
+        if not directories:
             available = sorted(list_datasets(root))
+            tried = f" (also tried {', '.join(map(repr, candidates[1:]))})" if len(candidates) > 1 else ""
             raise DataError(
-                f"unknown dataset {name!r} in {source}; available: {', '.join(available) or '(none)'}"
+                f"unknown dataset {name!r}{tried} in {source}; available: {', '.join(available) or '(none)'}"
             )
-        raise DataError(_missing_files_message(directory, name, layouts))
+        folder, directory = directories[0]
+        raise DataError(_missing_files_message(directory, folder, layouts))
     layout, train_path, test_path = hit
     digest = hashlib.sha256()
     train = _parse(train_path, layout, digest)
@@ -352,6 +369,8 @@ def read_raw(name: str, root: str | os.PathLike | None = None) -> tuple[RawSplit
     length = max(train.x.shape[2], test.x.shape[2])
     train.x, test.x = _pad_time(train.x, length), _pad_time(test.x, length)
     meta = {
+        "name": canonical_name(name),
+        "folder": folder,
         "source": source,
         "layout": layout,
         "files": {"train": str(train_path), "test": str(test_path)},

@@ -255,4 +255,5 @@ def load_ucr(
         "val_strategy": val_strategy,
         "missing": {"strategy": missing, "filled_train": filled_train, "filled_test": filled_test},
     }
-    return DatasetSplits(name=name, train=train, val=val, test=test, classes=classes, meta=meta)
+    # Either spelling of a name may be asked for; the splits carry the canonical (2018) one.
+    return DatasetSplits(name=meta["name"], train=train, val=val, test=test, classes=classes, meta=meta)

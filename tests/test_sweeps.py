@@ -1,0 +1,128 @@
+"""Multiruns through the real CLI: grids, skipping finished cells, resuming after a kill, launchers, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tsllm.results import load_records
+
+TINY = ["logger=none", "data.name=ItalyPowerDemand", "train.epochs=1", "mode.latent_dim=16"]
+
+
+def multirun(sweep_dir: Path, *args: str, expect_rc: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
+    # A command-line data.name would override the dataset set's sweep of data.name.
+    tiny = [a for a in TINY if not a.startswith("data.name")] if any("datasets" in a for a in args) else TINY
+    cmd = [sys.executable, "-m", "tsllm.train", "-m", f"hydra.sweep.dir={sweep_dir}", *tiny, *args]
+    out = subprocess.run(cmd, cwd=sweep_dir.parent, capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == expect_rc, out.stdout[-3000:] + out.stderr[-3000:]
+    if expect_rc:
+        assert "Traceback" not in out.stderr and "error:" in out.stderr
+    return out
+
+
+def records(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/record.json"))}
+
+
+def test_grid_runs_once_and_rerun_skips_every_cell(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    multirun(sweep, "encoder=mlp", "train.lr=1e-3,1e-4", "seed=0,1")
+    first = records(sweep)
+    assert len(first) == 4 and all(r["status"] == "finished" for r in first.values())
+    assert {(r["lr"], r["seed"]) for r in first.values()} == {(1e-3, 0), (1e-3, 1), (1e-4, 0), (1e-4, 1)}
+    mtimes = {p: p.stat().st_mtime_ns for p in sweep.glob("*/record.json")}
+
+    out = multirun(sweep, "encoder=mlp", "train.lr=1e-3,1e-4", "seed=0,1")
+    assert out.stdout.count("skipping") + out.stderr.count("skipping") == 4
+    assert {p: p.stat().st_mtime_ns for p in sweep.glob("*/record.json")} == mtimes
+    assert len(load_records([sweep])) == 4  # the results layer reads exactly these
+
+
+def test_grid_axes_a_family_lacks_are_not_run_twice(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    # grid.kernel_count changes Inception but not the CNN: 2 CNN cells resolve to one config.
+    multirun(sweep, "+grid.kernel_count=2,3", "encoder=cnn", "encoder.channels=4")
+    recs = records(sweep)
+    assert len(recs) == 1, list(recs)
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    multirun(sweep, "encoder=mlp", "data.name=NoSuchSet,ItalyPowerDemand")
+    status = {r["config"]["data"]["name"]: r["status"] for r in records(sweep).values()}
+    assert status == {"NoSuchSet": "failed", "ItalyPowerDemand": "finished"}
+    assert "NoSuchSet" in next(r["error"] for r in records(sweep).values() if r["status"] == "failed")
+
+
+def test_killed_sweep_completes_on_rerun_without_duplicates(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    args = ["encoder=resnet", "encoder.channels=[8,8,8]", "train.epochs=40", "data.name=GunPoint", "seed=0,1,2"]
+    cmd = [sys.executable, "-m", "tsllm.train", "-m", f"hydra.sweep.dir={sweep}", *TINY, *args]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        # Kill once the first cell is finished and the second has checkpointed at least one epoch.
+        while time.time() < deadline:
+            done = [r for r in records(sweep).values() if r["status"] == "finished"]
+            if done and len(list(sweep.glob("*/checkpoint_last.pt"))) >= 2:
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    before = records(sweep)
+    finished_before = {k for k, r in before.items() if r["status"] == "finished"}
+    assert 1 <= len(finished_before) < 3
+    mtimes = {k: (sweep / k / "record.json").stat().st_mtime_ns for k in finished_before}
+
+    multirun(sweep, *args)
+    after = records(sweep)
+    assert len(after) == 3 and all(r["status"] == "finished" for r in after.values())
+    assert all(r["epochs_run"] == 40 and len(r["history"]) == 40 for r in after.values())
+    assert {k: (sweep / k / "record.json").stat().st_mtime_ns for k in finished_before} == mtimes
+    assert any(r["resumed_from_epoch"] > 0 for k, r in after.items() if k not in finished_before)
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_launcher_plugins_run_a_two_job_sweep(tmp_path: Path, launcher: str) -> None:
+    sweep = tmp_path / "sweep"
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
+    multirun(sweep, f"hydra/launcher={launcher}", *extra, "encoder=mlp", "seed=0,1")
+    recs = records(sweep)
+    assert len(recs) == 2 and all(r["status"] == "finished" for r in recs.values())
+    assert {r["seed"] for r in recs.values()} == {0, 1}
+
+
+def test_every_experiment_config_composes_and_the_debug_one_runs(tmp_path: Path) -> None:
+    from tsllm.train import CONF_DIR, run
+
+    from conftest import make_cfg
+
+    names = sorted(p.stem for p in Path(CONF_DIR, "experiment").glob("*.yaml"))
+    assert {"paper_grid", "debug", "shipped_evidence"} <= set(names)
+    for name in names:
+        cfg = make_cfg(f"experiment={name}")
+        assert cfg.sweep_name == name
+    rec = run(make_cfg("experiment=debug", "mode=hybrid"), run_dir=tmp_path / "debug")
+    assert rec["status"] == "finished" and rec["llm"] == "tiny_random"
+
+
+def test_dataset_set_sweeps_and_fails_fast_on_missing_names(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    multirun(sweep, "encoder=mlp", "datasets=list", "datasets.names=[GunPoint,Italy_Power_Demand_typo]",
+             expect_rc=2)
+    assert not list(sweep.glob("*/record.json"))  # nothing started
+
+    multirun(sweep, "encoder=mlp", "datasets=list", "datasets.names=[Gun_Point,ItalyPowerDemand]")
+    assert sorted(r["dataset"] for r in records(sweep).values()) == ["GunPoint", "ItalyPowerDemand"]
