@@ -191,3 +191,28 @@ def test_random_weights_control_differs_from_pretrained(smol) -> None:
     a, b = llm.state_dict(), rand.state_dict()
     assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
     assert not torch.equal(a["model.layers.0.self_attn.q_proj.weight"], b["model.layers.0.self_attn.q_proj.weight"])
+
+
+def test_out_of_memory_names_the_levers(run_dir: Path, monkeypatch) -> None:
+    cfg = make_cfg("encoder=mlp")
+    data = load_ucr("ItalyPowerDemand")
+    model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=1, length=data.length,
+                        num_classes=data.num_classes, dataset=data.name, seed=0)
+
+    def oom(*_):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(model.encoder, "forward", oom)
+    with pytest.raises(MemoryError, match="batch_size=32.*precision=auto.*quantization"):
+        fit(model, data, TrainConfig(epochs=1, resume=False), seed=0, run_dir=run_dir)
+
+
+def test_models_without_hidden_size_or_embeddings_are_clear_errors() -> None:
+    from types import SimpleNamespace
+
+    from tsllm.backbone import input_embeddings
+
+    with pytest.raises(BackboneError, match="no usable hidden size"):
+        hidden_size(SimpleNamespace())
+    with pytest.raises(BackboneError, match="no input embeddings"):
+        input_embeddings(torch.nn.Linear(2, 2))

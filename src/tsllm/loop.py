@@ -163,6 +163,18 @@ class Evaluator:
 def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, seed: int, run_dir: str | Path,
         on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
     """Train, select on validation, evaluate TEST once (and once more for the last-epoch figure)."""
+    try:
+        return _fit(model, data, cfg, seed=seed, run_dir=run_dir, on_epoch=on_epoch)
+    except torch.OutOfMemoryError as e:
+        raise MemoryError(
+            f"out of accelerator memory at train.batch_size={cfg.batch_size}, train.eval_batch_size="
+            f"{cfg.eval_batch_size}, train.precision={cfg.precision}: lower the batch sizes, use bf16 "
+            "(train.precision=bf16, llm.dtype=bfloat16) or load the LLM with llm.quantization=8bit|4bit"
+        ) from e
+
+
+def _fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, seed: int, run_dir: str | Path,
+         on_epoch: Callable[[dict[str, float]], None] | None) -> FitResult:
     if cfg.protocol not in PROTOCOLS:
         raise ValueError(f"train.protocol={cfg.protocol!r}: expected one of {PROTOCOLS}")
     run_dir = Path(run_dir)

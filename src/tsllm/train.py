@@ -110,7 +110,7 @@ def main(cfg: DictConfig) -> float | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         record = run(cfg, sweep_dir=hydra_cfg.sweep.dir if multirun else None)
-    except (DataError, BackboneError, RunDirConflict, ValueError) as e:
+    except (DataError, BackboneError, RunDirConflict, ValueError, MemoryError) as e:
         # Bad input: one clear line, no traceback wall; in a sweep the job is recorded and the sweep goes on.
         log.error("%s: %s", type(e).__name__, e)
         if multirun:
