@@ -56,10 +56,10 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
     try:
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+        return {"float64": torch.float64, "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                 "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
     except KeyError:
-        raise BackboneError(f"llm.dtype={dtype!r}: expected auto, float32, bfloat16 or float16") from None
+        raise BackboneError(f"llm.dtype={dtype!r}: expected auto, float32, bfloat16, float16 or float64") from None
 
 
 def resolve_location(name_or_path: str) -> str:
