@@ -18,7 +18,7 @@ other training jobs running, torch's default (one thread per core) oversubscribe
 barriers then make a SmolLM2 step several times slower and very noisy. `--threads 0` leaves torch's
 default. Absolute times depend on the machine's load; the ratios are measured within one run.
 
-    python scripts/bench_hybrid.py                    # ~5 min; writes results/bench/hybrid.md
+    python scripts/bench_hybrid.py                    # ~4-6 min on 2 loaded cores; writes results/bench/hybrid.md
     python scripts/bench_hybrid.py --steps 4 --epochs 1 --out /tmp/hybrid.md
 """
 
@@ -47,7 +47,7 @@ DEFAULT_OUT = "results/bench/hybrid.md"
 STUDY_EPOCH_S = 15.8      # the study's reference code, one epoch on this machine (from the brief)
 TARGET_STEP_RATIO = 1.7   # cached step >= 1.7x faster than uncached
 TARGET_E2E_RATIO = 3.0    # our 100-epoch run >= 3x faster than the study's path
-TARGET_RSS_MB = 2500.0    # peak RSS < 2.5 GB
+TARGET_RSS_GB = 2.5       # peak RSS < 2.5 GB (10^9 bytes)
 LOSS_RTOL = 1e-4          # cached and uncached losses agree to float32 rounding
 
 
@@ -116,8 +116,11 @@ def bench_steps(model: TSClassifier, data: DatasetSplits, args: argparse.Namespa
     reader = model.reader
     x = tile(torch.from_numpy(data.train.x), args.batch_size)
     y = tile(torch.from_numpy(data.train.y), args.batch_size)
-    counter = TokenCounter(reader.decoder)
     model.train()
+    reader.prefix_cache = True
+    with torch.no_grad():
+        model(x[:1])  # computes the prompt's cache now, so that the counts below are per-step only
+    counter = TokenCounter(reader.decoder)
 
     # Same weights, same batch: the two variants must give the same loss and gradients.
     res: dict[str, Any] = {"loss": {}, "grad": {}, "tokens": {}, "step_ms": {True: [], False: []}}
@@ -191,6 +194,16 @@ def timed_fit(cfg: Any, data: DatasetSplits, epochs: int) -> tuple[list[float], 
     return [b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)], end - stamps[-1], result
 
 
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def gb(mib: float) -> float:
+    """MiB -> GB (10^9 bytes)."""
+    return mib * 2**20 / 1e9
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -229,24 +242,26 @@ def main(argv: list[str] | None = None) -> None:
                    "Absolute times depend on the machine's load (other jobs shared these CPUs); the ratios "
                    "compare variants measured within this run.")
 
+    # Part 4 first, so that the peak RSS after it is that of our default training path alone; then the
+    # study's path right after it (the two fits share the same stretch of machine load).
+    k = args.epochs
+    progress(f"part 4: fit, ours (prefix cache, val_selected), 1+{k} epochs")
+    ours_ep, ours_tail, ours_res = timed_fit(cfg, data, 1 + k)
+    rss_ours_mb = peak_rss_mb()
+    progress(f"part 4: fit, study emulated (no prefix cache, study_best_test), 1+{k} epochs")
+    study_ep, _study_tail, study_res = timed_fit(study_cfg, data, 1 + k)
+
     # Parts 1-3 on one model; the variant is the reader's prefix_cache switch, so weights are shared.
     progress("building the hybrid model")
     model = make_model(cfg, data)
-    progress(f"part 1: {args.warmup}+{args.steps} interleaved training-step pairs, batch {args.batch_size}")
+    progress(f"parts 1, 3: {args.warmup}+{args.steps} interleaved training-step pairs, batch {args.batch_size}")
     steps = bench_steps(model, data, args, train_cfg.lr)
     sizes = sorted({32, train_cfg.eval_batch_size})
     progress(f"part 2: eval batches of {sizes}")
     evals = bench_eval(model, data, sizes, args)
     del model
     gc.collect()
-
-    # Part 4: whole fit runs, ours first, then the study's path emulated.
-    k = args.epochs
-    progress(f"part 4: fit, ours (prefix cache, val_selected), 1+{k} epochs")
-    ours_ep, ours_tail, ours_res = timed_fit(cfg, data, 1 + k)
-    progress(f"part 4: fit, study emulated (no prefix cache, study_best_test), 1+{k} epochs")
-    study_ep, _study_tail, study_res = timed_fit(study_cfg, data, 1 + k)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    rss_mb = peak_rss_mb()
     progress("done")
 
     # ---- summary
@@ -340,7 +355,10 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "## 5. Memory",
         "",
-        f"Peak RSS of this process (ru_maxrss, whole run, one LLM at a time): **{rss_mb:.0f} MB**",
+        f"Peak RSS of this process (ru_maxrss): **{gb(rss_mb):.2f} GB** ({rss_mb:.0f} MiB) over the whole run. "
+        f"After our default `fit` alone (run first, before anything else was loaded): {gb(rss_ours_mb):.2f} GB "
+        f"({rss_ours_mb:.0f} MiB). Only one LLM is alive at a time; the uncached variant's backward keeps about "
+        f"twice the activations.",
         "",
         "## Targets",
         "",
@@ -352,7 +370,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{steps['loss_rel']:.1e} | {verdict(steps['loss_rel'] < LOSS_RTOL)} |",
         f"| end to end, 100 epochs: ours >= {TARGET_E2E_RATIO}x faster than the study's path | {e2e_ratio:.2f}x | "
         f"{verdict(e2e_ratio >= TARGET_E2E_RATIO)} |",
-        f"| peak RSS < {TARGET_RSS_MB:.0f} MB | {rss_mb:.0f} MB | {verdict(rss_mb < TARGET_RSS_MB)} |",
+        # The target is about tsllm's own path; the uncached study emulation runs later in the same process.
+        f"| peak RSS of our default fit (measured before anything else ran) < {TARGET_RSS_GB} GB | "
+        f"{gb(rss_ours_mb):.2f} GB | {verdict(gb(rss_ours_mb) < TARGET_RSS_GB)} |",
+        f"| (information) peak RSS of the whole process, incl. the uncached study emulation | {gb(rss_mb):.2f} GB | "
+        "– |",
         "",
         f"Total benchmark wall time: {time.perf_counter() - started:.0f} s.",
     ]
