@@ -387,3 +387,22 @@ def test_notebook_without_usable_runs(path: Path, notebook_env: Path, python3_ke
     nb = execute(path, notebook_env, python3_kernel)
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert R.OPTIMISTIC_LABEL in text
+
+
+def test_notebooks_execute_on_a_real_tiny_sweep(tmp_path: Path, python3_kernel: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "tsllm.train", "-m", f"hydra.sweep.dir={sweep}", "logger=none", "train.epochs=1",
+           "llm=tiny_random", "encoder=mlp,cnn", "encoder.num_tokens=2", "mode=standalone,hybrid",
+           "data.name=ItalyPowerDemand,GunPoint", "seed=0"]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    df = R.load_records([sweep])
+    assert len(df) == 8 and set(df["mode"]) == {"standalone", "hybrid"}
+    R.write_tidy(df, tmp_path)
+    monkeypatch.setenv("TSLLM_TIDY", str(tmp_path / "tidy.csv"))
+    monkeypatch.setenv("TSLLM_SAVE_FIGS", "1")
+    monkeypatch.setenv("TSLLM_FIG_DIR", str(tmp_path / "figures"))
+    for path in NOTEBOOKS:
+        execute(path, tmp_path, python3_kernel)
+    assert len(list((tmp_path / "figures").glob("*.png"))) >= 3

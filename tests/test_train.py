@@ -42,7 +42,7 @@ def test_a_run_really_learns_gunpoint(run_dir: Path) -> None:
 
 
 def test_selection_follows_validation_not_test(run_dir: Path) -> None:
-    rec = run(make_cfg("train.epochs=6"), run_dir=run_dir)
+    rec = run(make_cfg("train.epochs=6", "encoder=cnn", "encoder.channels=8"), run_dir=run_dir)
     keys = [(h["val_acc"], -h["val_loss"]) for h in rec["history"]]
     assert rec["best_epoch"] == 1 + max(range(len(keys)), key=lambda i: (keys[i], -i))
     assert rec["val_acc"] == pytest.approx(rec["history"][rec["best_epoch"] - 1]["val_acc"])
@@ -50,7 +50,7 @@ def test_selection_follows_validation_not_test(run_dir: Path) -> None:
 
 
 def test_study_protocol_is_labelled_and_separate(run_dir: Path) -> None:
-    rec = run(make_cfg("train.epochs=3", "train.protocol=study_best_test"), run_dir=run_dir)
+    rec = run(make_cfg("train.epochs=3", "train.protocol=study_best_test", "encoder=mlp"), run_dir=run_dir)
     optimistic = [h["test_acc_optimistic"] for h in rec["history"]]
     assert rec["study_best_test_acc"] == max(optimistic)
     assert rec["protocol"] == "study_best_test"
