@@ -161,3 +161,17 @@ def test_cli_run_writes_record(tmp_path: Path) -> None:
                f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert read_record(tmp_path / "r")["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_default_run_meets_the_inception_target(run_dir: Path) -> None:
+    """The README's main job: Inception standalone on GunPoint, 100 epochs (~1 min). Target >= 0.95."""
+    rec = run(make_cfg("data.name=GunPoint", "train.epochs=100"), run_dir=run_dir)
+    assert rec["test_acc"] >= 0.95, rec["test_acc"]
+
+
+@pytest.mark.slow
+def test_hybrid_inception_meets_its_target(run_dir: Path) -> None:
+    """Inception under frozen SmolLM2-135M on GunPoint, 100 epochs (~8 min on 2 cores). Target >= 0.90."""
+    rec = run(make_cfg("data.name=GunPoint", "train.epochs=100", "mode=hybrid"), run_dir=run_dir)
+    assert rec["test_acc"] >= 0.90, rec["test_acc"]
