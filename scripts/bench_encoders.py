@@ -172,6 +172,18 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def emit(lines: list[str], out: str | None) -> None:
+    """Print the report and, when asked, write it to a file."""
+    text = "\n".join(lines) + "\n"
+    print()
+    print(text)
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"Wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, run every family, print and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -211,14 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Total benchmark wall time: {time.perf_counter() - started:.0f} s.",
     ]
-    text = "\n".join(lines) + "\n"
-    print()
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"Wrote {out}")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

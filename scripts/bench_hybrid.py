@@ -32,11 +32,10 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
-from bench_encoders import compose_cfg, header, quiet, set_threads, tile
+from bench_encoders import compose_cfg, emit, header, quiet, set_threads, tile
 from torch import Tensor, nn
 
 from tsllm.data import DatasetSplits, load_ucr
@@ -378,14 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Total benchmark wall time: {time.perf_counter() - started:.0f} s.",
     ]
-    text = "\n".join(lines) + "\n"
-    print()
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"Wrote {out}")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":
