@@ -21,6 +21,13 @@ $PY -m tsllm.train -m mode=hybrid encoder=inception,cnn,resnet,mlp,transformer d
 $PY -m tsllm.train -m experiment=paper_grid llm=smollm2_135m mode=standalone encoder=inception \
     data.name=GunPoint,ItalyPowerDemand seed=0 logger=none hydra.sweep.dir=results/runs/inception_grid
 
-# 4. Tables, tidy table and figures.
-$PY -m tsllm.results results/runs --out results --reference
-TSLLM_TIDY=results/tidy.csv $PY scripts/render_notebooks.py
+# 3b. OSULeaf standalone, seed 0 (5 runs).
+$PY -m tsllm.train -m encoder=mlp,cnn,inception,resnet,transformer data.name=OSULeaf seed=0 logger=none \
+    sweep_name=standalone hydra.sweep.dir=results/runs/standalone_osuleaf
+
+# 4. Tables, tidy tables and figures: the headline from the default-setting sweeps, the grid apart.
+$PY -m tsllm.results results/runs/standalone results/runs/standalone_osuleaf results/runs/hybrid \
+    results/runs/hybrid_arrowhead --out results --reference
+$PY -m tsllm.results results/runs/inception_grid --out results/grid
+$PY scripts/render_notebooks.py --tidy results/tidy.csv 01 03
+$PY scripts/render_notebooks.py --tidy results/grid/tidy.csv 02
