@@ -175,3 +175,18 @@ def test_hybrid_inception_meets_its_target(run_dir: Path) -> None:
     """Inception under frozen SmolLM2-135M on GunPoint, 100 epochs (~8 min on 2 cores). Target >= 0.90."""
     rec = run(make_cfg("data.name=GunPoint", "train.epochs=100", "mode=hybrid"), run_dir=run_dir)
     assert rec["test_acc"] >= 0.90, rec["test_acc"]
+
+
+@pytest.mark.parametrize("dataset", ["BasicMotions", "JapaneseVowels"])
+def test_multivariate_and_unequal_length_datasets_run_end_to_end(dataset: str, run_dir: Path) -> None:
+    rec = run(make_cfg(f"data.name={dataset}", "encoder=cnn", "encoder.channels=8"), run_dir=run_dir)
+    assert rec["status"] == "finished" and rec["data"]["n_channels"] > 1
+    if dataset == "JapaneseVowels":  # unequal lengths, padded then filled: counted in the record
+        assert rec["data"]["missing"]["filled_train"] > 0
+
+
+def test_early_stopping_on_validation(run_dir: Path) -> None:
+    rec = run(make_cfg("train.epochs=50", "train.early_stopping=2", "encoder=mlp", "train.lr=0.05"),
+              run_dir=run_dir)
+    assert rec["stopped_early"] and rec["epochs_run"] < 50
+    assert rec["epochs_run"] - rec["best_epoch"] == 2
