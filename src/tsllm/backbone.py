@@ -216,6 +216,9 @@ def load_llm(spec: LLMSpec, *, seed: int = 0, device_map: str | dict | None = No
     kwargs: dict[str, Any] = {"dtype": dtype}
     if spec.quantization:
         kwargs["quantization_config"] = _quantization(spec.quantization)
+        # bitsandbytes weights are placed when loaded and cannot be moved afterwards.
+        if device_map is None and torch.cuda.is_available():
+            device_map = {"": torch.cuda.current_device()}
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
