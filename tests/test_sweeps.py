@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tsllm.results import load_records
 
@@ -123,3 +124,14 @@ def test_dataset_set_sweeps_and_fails_fast_on_missing_names(tmp_path: Path) -> N
 
     multirun(sweep, "encoder=mlp", "datasets=list", "datasets.names=[Gun_Point,ItalyPowerDemand]")
     assert sorted(r["dataset"] for r in records(sweep).values()) == ["GunPoint", "ItalyPowerDemand"]
+
+
+def test_optuna_lr_search_maximises_validation_accuracy(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    multirun(sweep, "hydra/sweeper=optuna_lr", "hydra.sweeper.n_trials=3", "encoder=mlp")
+    recs = list(records(sweep).values())
+    assert len(recs) == 3 and all(r["status"] == "finished" for r in recs)
+    lrs = [r["lr"] for r in recs]
+    assert len(set(lrs)) == 3 and all(1e-5 <= lr <= 1e-2 for lr in lrs)
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(r["val_acc"] for r in recs)

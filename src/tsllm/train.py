@@ -8,6 +8,7 @@ a checkpoint of the same config resumes from it; one that holds another config i
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -104,8 +105,11 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dic
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra task: returns validation accuracy, the objective a sweeper may optimise (never TEST)."""
+def main(cfg: DictConfig) -> float:
+    """Hydra task: returns validation accuracy, the objective a sweeper may optimise (never TEST).
+
+    NaN when there is none (a failed cell, or no validation split): Optuna counts such a trial as failed.
+    """
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
@@ -114,14 +118,15 @@ def main(cfg: DictConfig) -> float | None:
         # Bad input: one clear line, no traceback wall; in a sweep the job is recorded and the sweep goes on.
         log.error("%s: %s", type(e).__name__, e)
         if multirun:
-            return None
+            return math.nan
         sys.exit(2)
     except Exception:
         if multirun:
             log.exception("Job failed; recorded in %s, the sweep goes on", _hydra_run_dir())
-            return None
+            return math.nan
         raise
-    return record.get("val_acc")
+    val_acc = record.get("val_acc")
+    return math.nan if val_acc is None else float(val_acc)
 
 
 if __name__ == "__main__":
