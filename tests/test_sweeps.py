@@ -135,3 +135,11 @@ def test_optuna_lr_search_maximises_validation_accuracy(tmp_path: Path) -> None:
     assert len(set(lrs)) == 3 and all(1e-5 <= lr <= 1e-2 for lr in lrs)
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == max(r["val_acc"] for r in recs)
+
+
+def test_slurm_preset_composes_onto_the_submitit_plugin(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "tsllm.train", "hydra/launcher=slurm", "--cfg", "hydra"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    launcher = yaml.safe_load(out.stdout)["hydra"]["launcher"]
+    assert launcher["_target_"].endswith("SlurmLauncher") and launcher["gpus_per_node"] == 1
