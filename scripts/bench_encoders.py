@@ -172,6 +172,14 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def add_common_args(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """Threads, seed and output file: the options every benchmark takes."""
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads; 0 = torch's default (see the module docstring)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=default_out, help="Markdown file to write ('' to skip)")
+
+
 def emit(lines: list[str], out: str | None) -> None:
     """Print the report and, when asked, write it to a file."""
     text = "\n".join(lines) + "\n"
@@ -193,10 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="timed epochs per family")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs before them")
     parser.add_argument("--eval-repeats", type=int, default=10, help="timed eval batches (after one warm-up)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads; 0 = torch's default (see the module docstring)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=DEFAULT_OUT, help="Markdown file to write ('' to skip)")
+    add_common_args(parser, DEFAULT_OUT)
     args = parser.parse_args(argv)
     quiet()
     set_threads(args.threads)

@@ -35,7 +35,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from bench_encoders import compose_cfg, emit, header, quiet, set_threads, tile
+from bench_encoders import add_common_args, compose_cfg, emit, header, quiet, set_threads, tile
 from torch import Tensor, nn
 
 from tsllm.data import DatasetSplits, load_ucr
@@ -219,10 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs K per path (part 4), after 1 warm-up")
     parser.add_argument("--study-epoch-seconds", type=float, default=STUDY_EPOCH_S,
                         help="the study's reference code, seconds per epoch on this machine (for context)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads; 0 = torch's default (see the module docstring)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=DEFAULT_OUT, help="Markdown file to write ('' to skip)")
+    add_common_args(parser, DEFAULT_OUT)
     args = parser.parse_args(argv)
     quiet()
     set_threads(args.threads)

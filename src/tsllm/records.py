@@ -97,16 +97,29 @@ def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
     return run_dir / RECORD
 
 
+def _finished_marker(sweep_dir: str | Path, key: str) -> Path:
+    return Path(sweep_dir) / ".finished" / key
+
+
+def mark_finished(sweep_dir: str | Path, key: str, run_dir: str | Path) -> None:
+    """Index a finished cell by its config hash, so later cells find a twin without reading every record."""
+    marker = _finished_marker(sweep_dir, key)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(Path(run_dir).resolve()))
+
+
 def find_finished(sweep_dir: str | Path, key: str, exclude: str | Path | None = None) -> dict[str, Any] | None:
-    """A finished record with this config hash in a sweep's cell folders, if any."""
-    exclude = Path(exclude).resolve() if exclude is not None else None
-    for path in sorted(Path(sweep_dir).glob(f"*/{RECORD}")):
-        if exclude is not None and path.parent.resolve() == exclude:
-            continue
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if rec.get("config_hash") == key and rec.get("status") == "finished":
-            return rec
+    """The finished record of this config hash in a sweep, if another cell already ran it."""
+    marker = _finished_marker(sweep_dir, key)
+    if not marker.is_file():
+        return None
+    run_dir = Path(marker.read_text().strip())
+    if exclude is not None and run_dir == Path(exclude).resolve():
+        return None
+    try:
+        rec = read_record(run_dir)
+    except RunDirConflict:
+        return None
+    if rec is not None and rec.get("config_hash") == key and rec.get("status") == "finished":
+        return rec
     return None

@@ -24,7 +24,15 @@ from tsllm.backbone import BackboneError
 from tsllm.data import DataError, load_ucr, register_resolvers
 from tsllm.loop import TrainConfig, fit, seed_everything
 from tsllm.model import build_model, parameter_counts
-from tsllm.records import RunDirConflict, config_hash, environment, find_finished, read_record, write_record
+from tsllm.records import (
+    RunDirConflict,
+    config_hash,
+    environment,
+    find_finished,
+    mark_finished,
+    read_record,
+    write_record,
+)
 
 log = logging.getLogger("tsllm.train")
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -68,6 +76,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, sweep_dir: str | Pat
         raise
     record["wall_seconds"] = time.time() - started
     write_record(run_dir, record)
+    if sweep_dir is not None:
+        mark_finished(sweep_dir, key, run_dir)
     tracker.finish({k: v for k, v in record.items() if k in SUMMARY_KEYS and v is not None})
     return record
 
