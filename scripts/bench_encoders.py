@@ -134,12 +134,11 @@ def time_eval(model: torch.nn.Module, x: torch.Tensor, *, warmup: int, repeats: 
 def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Build `name` from its config, count parameters, time training epochs and eval batches."""
     cfg = compose_cfg(f"encoder={name}", f"data.name={args.dataset}", f"seed={args.seed}")
-    assert cfg.mode.name == "standalone" and cfg.encoder.name == name
+    assert cfg.reader.name == "mean" and cfg.encoder.name == name
     seed_everything(cfg.seed)
     data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise, val_fraction=cfg.data.val_fraction,
                     seed=cfg.seed, missing=cfg.data.missing)
-    model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=data.n_channels, length=data.length,
-                        num_classes=data.num_classes, dataset=data.name, seed=cfg.seed)
+    model = build_model(cfg, data)
     train_cfg = TrainConfig.from_cfg(cfg.train)
     x_eval = tile(torch.from_numpy(data.test.x), train_cfg.eval_batch_size)
     with torch.no_grad():
@@ -218,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += [
         f"Standalone (mean-pool reader, linear head) on {d.name}: {d.train.x.shape[0]} train / "
         f"{d.val.x.shape[0] if d.val is not None else 0} val / {d.test.x.shape[0]} test, length {d.length}. "
-        f"Each family with its conf/encoder defaults; H = mode.latent_dim = the configured LLM's hidden size. "
+        f"Each family with its conf/encoder defaults; H = the configured LLM's hidden size. "
         f"An epoch is tsllm's `fit` epoch: {n_batches} training batches of <= {tc.batch_size} "
         f"(forward, backward, Adam), BatchNorm refresh over TRAIN, one validation pass, one checkpoint; "
         f"median of {args.epochs} epochs after {args.warmup} warm-up. Eval: one inference-mode forward of "

@@ -60,8 +60,7 @@ def hybrid_cfg(args: argparse.Namespace, *extra: str) -> Any:
 def make_model(cfg: Any, data: DatasetSplits) -> TSClassifier:
     """tsllm's own model builder, seeded."""
     seed_everything(cfg.seed)
-    return build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=data.n_channels, length=data.length,
-                       num_classes=data.num_classes, dataset=data.name, seed=cfg.seed)
+    return build_model(cfg, data)
 
 
 class TokenCounter:
@@ -229,8 +228,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {msg}", flush=True)
 
     cfg = hybrid_cfg(args)
-    study_cfg = hybrid_cfg(args, "mode.prefix_cache=false", "train.protocol=study_best_test")
-    assert cfg.mode.prefix_cache and cfg.train.protocol == "val_selected", "the defaults changed"
+    study_cfg = hybrid_cfg(args, "reader.prefix_cache=false", "train.protocol=study_best_test")
+    assert cfg.reader.prefix_cache and cfg.train.protocol == "val_selected", "the defaults changed"
     data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise, val_fraction=cfg.data.val_fraction,
                     seed=cfg.seed, missing=cfg.data.missing)
     train_cfg = TrainConfig.from_cfg(cfg.train)
@@ -272,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += [
         f"Config: llm={cfg.llm.name} (hidden {steps['hidden']}), "
         f"encoder=inception (num_tokens={n_lat}, num_kernels={cfg.encoder.num_kernels}), mode=hybrid "
-        f"(prompt {p} tokens: {cfg.mode.prompt!r}, suffix {s} token, pooling {cfg.mode.pooling}), "
+        f"(prompt {p} tokens: {cfg.reader.template!r}, suffix {s} token, pooling {cfg.reader.pooling}), "
         f"data {data.name} ({n_train} train / {n_val} val / {n_test} test), lr {train_cfg.lr}, "
         f"precision {train_cfg.precision}. The uncached variant is the same model with the reader's "
         f"prefix_cache switched off.",

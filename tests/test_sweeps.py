@@ -15,7 +15,7 @@ import yaml
 
 from tsllm.results import load_records
 
-TINY = ["logger=none", "data.name=ItalyPowerDemand", "train.epochs=1", "mode.latent_dim=16"]
+TINY = ["logger=none", "data.name=ItalyPowerDemand", "train.epochs=1", "llm=tiny_random"]
 
 
 def multirun(sweep_dir: Path, *args: str, expect_rc: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import importlib.util
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +39,20 @@ class LLMSpec:
     quantization: str | None = None
     random_config: dict[str, Any] | None = None
     cache_dir: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    num_layers: int | None = None   # keep the first k decoder layers (the truncated-LLM control)
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> LLMSpec:
-        """Build from a DictConfig or dict; unknown keys are kept in `extra`."""
+        """Build from a DictConfig or dict; an unknown key is an error naming the known ones."""
         d = dict(cfg)
-        known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__ and k != "extra"}
-        if known.get("random_config") is not None:
-            known["random_config"] = dict(known["random_config"])
-        return cls(**known, extra=d)
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise BackboneError(f"unknown llm key(s) {', '.join('llm.' + k for k in unknown)}; "
+                                f"known: {', '.join(known)}")
+        if d.get("random_config") is not None:
+            d["random_config"] = dict(d["random_config"])
+        return cls(**d)
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:
@@ -196,7 +200,44 @@ def _not_found(spec: LLMSpec, err: Exception) -> BackboneError:
 
 
 def load_llm(spec: LLMSpec, *, seed: int = 0, device_map: str | dict | None = None):
-    """Load (model, tokenizer) for a spec. `weights=random` keeps the architecture, re-initialises weights."""
+    """Load (model, tokenizer) for a spec. `weights=random` keeps the architecture, re-initialises weights;
+    `num_layers=k` keeps the first k decoder layers."""
+    model, tokenizer = _load_llm(spec, seed=seed, device_map=device_map)
+    if spec.num_layers is not None:
+        model = truncate_layers(model, spec.num_layers)
+    return model, tokenizer
+
+
+def num_layers(config) -> int:
+    """The number of decoder layers, whatever the family calls it."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = getattr(text, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise BackboneError(f"{type(config).__name__} has no layer count (num_hidden_layers / n_layer)")
+
+
+def truncate_layers(model: nn.Module, k: int) -> nn.Module:
+    """Keep the first k decoder layers (the final norm stays): the truncated-LLM control."""
+    total = num_layers(model.config)
+    if not 1 <= k <= total:
+        raise BackboneError(f"llm.num_layers={k}: expected 1..{total} (this LLM has {total} layers)")
+    body = decoder_of(model)
+    name = next((n for n in ("layers", "h", "layer") if isinstance(getattr(body, n, None), nn.ModuleList)), None)
+    if name is None:
+        raise BackboneError(f"{type(body).__name__}: no ModuleList of decoder layers to truncate")
+    setattr(body, name, getattr(body, name)[:k])
+    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(getattr(text, key, None), int):
+            setattr(text, key, k)
+    if isinstance(getattr(text, "layer_types", None), list):
+        text.layer_types = text.layer_types[:k]
+    return model
+
+
+def _load_llm(spec: LLMSpec, *, seed: int, device_map: str | dict | None):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     dtype = resolve_dtype(spec.dtype)

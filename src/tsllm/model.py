@@ -1,145 +1,31 @@
-"""The classifier: encoder -> reader (mean pool, or a frozen LLM) -> linear head.
+"""The classifier: encoder -> reader -> linear head.
 
-The mode config group picks the reader; the encoder and head are the same in every mode, so standalone
-and hybrid runs differ only in what reads the latents.
+The ``reader`` config group picks what reads the latents (mean pool, a frozen LLM, a control layer);
+the encoder and head are the same whatever reads, so arms differ only in the reader.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
-import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from tsllm.backbone import (
-    BackboneError,
-    LLMSpec,
-    cache_kwarg,
-    decoder_of,
-    freeze,
-    hidden_size,
-    input_embeddings,
-    load_config,
-    load_llm,
-)
+from tsllm.backbone import LLMSpec, hidden_size, load_config
 from tsllm.encoders import build_encoder
+from tsllm.readers import ReaderContext, build_reader
 
 log = logging.getLogger(__name__)
 
 
-class MeanPool(nn.Module):
-    """Standalone reader: latents [B, L, H] -> [B, H], the mean over the L tokens."""
+class DataShape(Protocol):
+    """What the builder needs to know of a dataset (a DatasetSplits has it)."""
 
-    def forward(self, latents: Tensor) -> Tensor:
-        return latents.mean(dim=1)
-
-
-class LLMReader(nn.Module):
-    """Hybrid reader: [prompt | latents | suffix] through a causal LM, one hidden state out.
-
-    With `prefix_cache`, the prompt's key/value cache is computed once (it depends on nothing trainable)
-    and each step runs only the L latent and suffix tokens; the result equals the uncached path.
-    """
-
-    def __init__(self, llm: nn.Module, tokenizer: Any, prompt: str, suffix: str = "pad",
-                 pooling: str = "last", prefix_cache: bool = True) -> None:
-        super().__init__()
-        if pooling not in ("last", "mean"):
-            raise ValueError(f"mode.pooling={pooling!r}: expected last or mean")
-        self.llm = llm
-        decoder_of(llm), input_embeddings(llm)  # fail at build time, not at the first step
-        self.pooling = pooling
-        self.frozen = not any(p.requires_grad for p in llm.parameters())
-        if prefix_cache and not self.frozen:
-            raise ValueError("mode.prefix_cache=true needs a frozen LLM: trainable weights change the prefix")
-        self.prefix_cache = prefix_cache
-        self._cache_kwarg = cache_kwarg(self.decoder)
-        self.register_buffer("prompt_ids", prompt_token_ids(tokenizer, prompt), persistent=False)
-        self.register_buffer("suffix_ids", suffix_token_ids(tokenizer, suffix), persistent=False)
-        self._prefix: list[tuple[Tensor, Tensor]] | None = None
-        self._prefix_key: tuple | None = None
-
-    # Properties, not attributes: as submodules they would put the whole LLM into state_dict twice.
-    @property
-    def decoder(self) -> nn.Module:
-        return decoder_of(self.llm)
-
-    @property
-    def embed(self) -> nn.Embedding:
-        return input_embeddings(self.llm)
-
-    @property
-    def hidden_size(self) -> int:
-        return self.embed.weight.shape[-1]
-
-    def train(self, mode: bool = True) -> LLMReader:
-        super().train(mode)
-        if self.frozen:  # a frozen LLM never runs dropout, whatever the loop asks
-            self.llm.eval()
-        return self
-
-    def _prefix_kv(self) -> list[tuple[Tensor, Tensor]]:
-        """Per-layer (key, value) of the prompt, batch 1, computed once per device and dtype."""
-        key = (self.embed.weight.device, self.embed.weight.dtype)
-        if self._prefix is None or self._prefix_key != key:
-            # Outside inference mode: tensors made under it could not be used by a later training step.
-            with torch.inference_mode(False), torch.no_grad():
-                out = self.decoder(inputs_embeds=self.embed(self.prompt_ids[None]), use_cache=True)
-            cache = getattr(out, self._cache_kwarg, None) or out.past_key_values
-            self._prefix = [(layer.keys, layer.values) for layer in cache.layers]
-            self._prefix_key = key
-        return self._prefix
-
-    def forward(self, latents: Tensor) -> Tensor:
-        """latents [B, L, H] -> [B, H] (float32)."""
-        from transformers import DynamicCache
-
-        b, n_lat, _ = latents.shape
-        dtype = self.embed.weight.dtype
-        suffix = self.embed(self.suffix_ids).expand(b, -1, -1)
-        tail = torch.cat([latents.to(dtype), suffix], dim=1)  # (B, L+S, H)
-        p = self.prompt_ids.numel()
-        if self.prefix_cache:
-            cache = DynamicCache(config=self.llm.config)
-            for i, (k, v) in enumerate(self._prefix_kv()):
-                cache.update(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1), i)
-            positions = torch.arange(p, p + tail.shape[1], device=tail.device)[None]
-            hidden = self.decoder(inputs_embeds=tail, position_ids=positions, use_cache=True,
-                                  **{self._cache_kwarg: cache}).last_hidden_state  # (B, L+S, H)
-        else:
-            prompt = self.embed(self.prompt_ids).expand(b, -1, -1)
-            hidden = self.decoder(inputs_embeds=torch.cat([prompt, tail], dim=1),
-                                  use_cache=False).last_hidden_state[:, p:]
-        out = hidden[:, -1] if self.pooling == "last" else hidden[:, :n_lat].mean(dim=1)
-        return out.float()
-
-
-def prompt_token_ids(tokenizer: Any, prompt: str) -> Tensor:
-    """Prompt ids with the tokenizer's own special-token rules: one BOS if it uses one, never two."""
-    ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    bos = tokenizer.bos_token_id
-    if bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:
-        ids = ids[1:]
-    if not ids:
-        raise ValueError("mode.prompt produced no tokens")
-    return torch.tensor(ids, dtype=torch.long)
-
-
-def suffix_token_ids(tokenizer: Any, suffix: str) -> Tensor:
-    """The suffix as exactly one real token (the study's text "[PAD]" is several tokens, not one)."""
-    if suffix == "pad":
-        tok_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    elif suffix == "eos":
-        tok_id = tokenizer.eos_token_id
-    else:
-        ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise ValueError(f"mode.suffix={suffix!r} is {len(ids)} tokens for this tokenizer; expected exactly one")
-        tok_id = ids[0]
-    if tok_id is None:
-        raise ValueError(f"mode.suffix={suffix!r}: the tokenizer has no such token")
-    return torch.tensor([tok_id], dtype=torch.long)
+    name: str
+    n_channels: int
+    length: int
+    num_classes: int
 
 
 class TSClassifier(nn.Module):
@@ -154,53 +40,62 @@ class TSClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.reader(self.encoder(x)))
 
+    def trainable_state(self) -> dict[str, Tensor]:
+        """What a checkpoint holds: every trainable parameter and persistent buffer, never a frozen weight.
+
+        Frozen parameters (the LLM, or anything else with ``requires_grad=False``) are left out, so a
+        checkpoint stays small whatever the backbone.
+        """
+        frozen = {n for n, p in self.named_parameters() if not p.requires_grad}
+        return {k: v.detach().cpu().clone() for k, v in self.state_dict().items() if k not in frozen}
+
+    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
+        """Load a :meth:`trainable_state`; any missing or unexpected key is an error naming it."""
+        expected = self.trainable_state().keys()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise RuntimeError(f"checkpoint does not match the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                               f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+        self.load_state_dict(state, strict=False)
+
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
-    """Trainable and frozen parameter counts (the frozen LLM counts as frozen)."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    return {"trainable": trainable, "frozen": frozen}
+    """Trainable and frozen parameter counts, and the trainable count of each top-level part."""
+    counts = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+              "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad)}
+    for name, child in model.named_children():
+        counts[f"trainable_{name}"] = sum(p.numel() for p in child.parameters() if p.requires_grad)
+    align = getattr(getattr(model, "reader", None), "align", None)
+    if isinstance(align, nn.Module):
+        counts["trainable_align"] = sum(p.numel() for p in align.parameters() if p.requires_grad)
+    return counts
 
 
-def format_prompt(template: str, *, num_tokens: int, num_classes: int, dataset: str) -> str:
-    """Fill the prompt template; it may name {num_tokens}, {num_classes} and {dataset}."""
-    try:
-        return template.format(num_tokens=num_tokens, num_classes=num_classes, dataset=dataset)
-    except KeyError as e:
-        raise ValueError(f"mode.prompt names {e}, expected only {{num_tokens}}, {{num_classes}}, {{dataset}}") from None
+def _plain(cfg: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def build_model(encoder_cfg: Any, mode_cfg: Any, llm_cfg: Any, *, in_channels: int, length: int,
-                num_classes: int, dataset: str, seed: int) -> TSClassifier:
-    """Join encoder, the mode's reader and a head. The LLM is loaded only when the mode reads with one."""
-    spec = LLMSpec.from_cfg(llm_cfg)
-    enc_args = dict(encoder_cfg)
+def build_model(cfg: Any, data: DataShape, *, seed: int | None = None) -> TSClassifier:
+    """Join the configured encoder, reader and a head for a dataset. The LLM is loaded only if the reader uses one.
+
+    H, the latent size, is the configured LLM's hidden size (read from its config, no weights) in every
+    mode, so the encoder of a standalone run is the same network as that of a hybrid run.
+    """
+    seed = cfg.seed if seed is None else seed
+    spec = LLMSpec.from_cfg(_plain(cfg.llm))
+    latent_dim = hidden_size(load_config(spec))
+    enc_args = _plain(cfg.encoder)
     name = enc_args.pop("name")
-    if mode_cfg.name == "standalone":
-        latent_dim = mode_cfg.latent_dim or hidden_size(load_config(spec))
-        reader: nn.Module = MeanPool()
-    else:
-        llm, tokenizer = load_llm(spec, seed=seed)
-        llm = freeze(llm)
-        latent_dim = hidden_size(llm.config)
-        if mode_cfg.latent_dim not in (None, latent_dim):
-            raise BackboneError(f"mode.latent_dim={mode_cfg.latent_dim} but the LLM's hidden size is {latent_dim}")
-        if mode_cfg.get("lora"):
-            llm = add_lora(llm, **mode_cfg.lora)
-        prompt = format_prompt(mode_cfg.prompt, num_tokens=enc_args.get("num_tokens", 1),
-                               num_classes=num_classes, dataset=dataset)
-        reader = LLMReader(llm, tokenizer, prompt, suffix=mode_cfg.suffix, pooling=mode_cfg.pooling,
-                           prefix_cache=mode_cfg.prefix_cache)
-    encoder = build_encoder(name, in_channels=in_channels, length=length, latent_dim=latent_dim, **enc_args)
-    return TSClassifier(encoder, reader, latent_dim, num_classes)
+    encoder = build_encoder(name, in_channels=data.n_channels, length=data.length, latent_dim=latent_dim, **enc_args)
+    ctx = ReaderContext(spec=spec, hidden_size=latent_dim, num_tokens=getattr(encoder, "num_tokens", 1),
+                        num_classes=data.num_classes, dataset=data.name, seed=seed)
+    reader = build_reader(cfg.reader, ctx)
+    return TSClassifier(encoder, reader, latent_dim, data.num_classes)
 
 
-def add_lora(llm: nn.Module, r: int, alpha: int, dropout: float, target_modules: list[str]) -> nn.Module:
-    """Wrap the LLM with PEFT LoRA adapters; only the adapters become trainable."""
-    from peft import LoraConfig, get_peft_model
+def reader_mode(model: nn.Module) -> str:
+    """standalone | hybrid | lora | text: what kind of arm a built model is."""
+    return getattr(model.reader, "mode", "standalone")
 
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
-                        bias="none")
-    peft_model = get_peft_model(llm, config)
-    # The reader calls the inner transformers model; PEFT injected the adapters into it in place.
-    return peft_model.base_model.model
+
+__all__ = ["TSClassifier", "build_model", "parameter_counts", "reader_mode"]

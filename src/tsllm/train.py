@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tsllm.backbone import BackboneError
 from tsllm.data import DataError, load_ucr, register_resolvers
 from tsllm.loop import TrainConfig, fit, seed_everything
-from tsllm.model import build_model, parameter_counts
+from tsllm.model import build_model, parameter_counts, reader_mode
 from tsllm.records import (
     RunDirConflict,
     config_hash,
@@ -94,16 +94,15 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dic
                     seed=cfg.seed, missing=cfg.data.missing)
     if previous is not None and previous.get("data", {}).get("sha256") != data.meta.get("sha256"):
         raise RunDirConflict(f"{run_dir}: the dataset files changed since this run started (checksum differs)")
-    record.update(dataset=data.name, encoder=cfg.encoder.name, mode=cfg.mode.name,
-                  llm=cfg.llm.name if cfg.mode.name != "standalone" else None, lr=cfg.train.lr,
+    model = build_model(cfg, data)
+    mode = reader_mode(model)
+    record.update(dataset=data.name, encoder=cfg.encoder.name, mode=mode, reader=cfg.reader.name,
+                  arm=arm_label(cfg, mode), llm=cfg.llm.name if mode != "standalone" else None, lr=cfg.train.lr,
                   num_tokens=cfg.encoder.get("num_tokens"), num_kernels=cfg.encoder.get("num_kernels"),
-                  protocol=cfg.train.protocol, data=data.meta, env=environment())
-    model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=data.n_channels, length=data.length,
-                        num_classes=data.num_classes, dataset=data.name, seed=cfg.seed)
-    record["params"] = parameter_counts(model)
+                  protocol=cfg.train.protocol, data=data.meta, env=environment(), params=parameter_counts(model))
     write_record(run_dir, record)
 
-    name = f"{data.name}-{cfg.encoder.name}-{cfg.mode.name}-s{cfg.seed}"
+    name = f"{data.name}-{cfg.encoder.name}-{record['arm']}-s{cfg.seed}"
     tracker.start(name=name, run_id=f"{record['config_hash']}-{cfg.seed}", config=record["config"], run_dir=run_dir)
     result = fit(model, data, TrainConfig.from_cfg(cfg.train), seed=cfg.seed, run_dir=run_dir,
                  on_epoch=lambda row: tracker.log(row, step=int(row["epoch"])))
@@ -112,6 +111,30 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dic
     log.info("%s: val_acc=%s test_acc=%.4f (selected at epoch %d by %s; last epoch %.4f) in %.0f s -> %s",
              name, f"{result.val_acc:.4f}" if result.val_acc is not None else "n/a", result.test_acc,
              result.best_epoch, result.selection, result.test_acc_last_epoch, result.seconds, run_dir)
+
+
+def arm_label(cfg: DictConfig, mode: str) -> str:
+    """A short human label of what reads the latents, e.g. ``llm``, ``llm[weights=random]``, ``attention``.
+
+    Only settings that differ from the reader's and LLM's usual defaults are named, so two arms never
+    share a label; the tidy table keeps every config key besides.
+    """
+    notes = []
+    if mode != "standalone":
+        if cfg.llm.get("weights", "pretrained") != "pretrained":
+            notes.append(f"weights={cfg.llm.weights}")
+        if cfg.llm.get("num_layers") is not None:
+            notes.append(f"num_layers={cfg.llm.num_layers}")
+    reader = cfg.reader
+    for key, usual in (("prompt", "text"), ("suffix", "pad"), ("pooling", "last"), ("shuffle_latents", None),
+                       ("bos", False)):
+        if key in reader and reader[key] != usual:
+            notes.append(f"{key}={reader[key]}")
+    align = reader.get("align", {}).get("name", "none")
+    if align != "none":
+        notes.append(f"align={align}")
+    label = reader.name + ("+lora" if reader.get("lora") else "")
+    return label + (f"[{','.join(notes)}]" if notes else "")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
