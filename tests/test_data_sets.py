@@ -146,7 +146,8 @@ def test_unknown_and_incomplete_names(root2015):
     ):
         read_raw("Fish", root2015)
     with pytest.raises(
-        DataError, match=r"unknown dataset 'Nope' in .*available: 50words, Coffee, Gun_Point, wafer$"
+        DataError,
+        match=r"unknown dataset 'Nope'\. Looked in data root .*available: 50words, Coffee, Gun_Point, wafer$",
     ):
         load_ucr("Nope", root2015)
     (root2015 / "Gun_Point" / "Gun_Point_TEST").unlink()
@@ -302,5 +303,5 @@ def test_cli_set(root2015, capsys):
     assert out == "" and err.startswith("error: 81 of 85") and len(err.strip().splitlines()) == 1
     assert len(missing_names(err)) == 81 and "GunPoint" not in missing_names(err)
 
-    assert cli(["list", str(root2015)]) == 0  # plain listing unchanged: folder names
-    assert capsys.readouterr().out.splitlines()[0] == "50words\tucr2015"
+    assert cli(["list", str(root2015), "--brief"]) == 0  # folder names, as on disk
+    assert capsys.readouterr().out.splitlines()[1] == f"50words\t{root2015.resolve()}\tucr2015"
