@@ -258,3 +258,9 @@ def test_study_encoders_take_h_from_the_caller(name: str) -> None:
         model = build_encoder(name, in_channels=1, length=150, latent_dim=4096, num_tokens=16 if name != "study_mlp" else 1)
     out = model(torch.empty(2, 1, 150, device="meta"))
     assert out.shape[-1] == 4096 and out.device.type == "meta"
+
+
+@pytest.mark.parametrize(("name", "knob"), [("study_cnn", "channels"), ("study_mlp", "hidden")])
+def test_study_empty_widths_rejected(name: str, knob: str) -> None:
+    with pytest.raises(ValueError, match=f"encoder.{knob} must be a non-empty list"):
+        build_encoder(name, in_channels=1, length=24, latent_dim=LATENT, **{knob: []})

@@ -59,10 +59,10 @@ class TimeSeriesEncoder(nn.Module):
         return self.encode(x.to(param_dtype)).to(x.dtype)
 
 
-def stack_widths(in_channels: int, channels: Sequence[int], latent_dim: int) -> list[int]:
-    """``[C, *channels, H]``: the widths of a conv stack whose last layer emits the H latent channels."""
+def stack_widths(in_channels: int, channels: Sequence[int], latent_dim: int, knob: str = "channels") -> list[int]:
+    """``[C, *channels, H]``: the widths of a stack whose last layer emits H; ``knob`` names it in errors."""
     if not channels or min(channels) < 1:
-        raise ValueError(f"channels must be a non-empty list of widths >= 1, got {list(channels)}")
+        raise ValueError(f"encoder.{knob} must be a non-empty list of widths >= 1, got {list(channels)}")
     return [in_channels, *channels, latent_dim]
 
 

@@ -42,7 +42,7 @@ class StudyMLPEncoder(TimeSeriesEncoder):
         hidden: Sequence[int] = (512, 1024, 2048),
     ) -> None:
         super().__init__(in_channels, length, latent_dim, num_tokens)
-        widths = stack_widths(in_channels * length, hidden, num_tokens * latent_dim)
+        widths = stack_widths(in_channels * length, hidden, num_tokens * latent_dim, knob="hidden")
         layers: list[nn.Module] = [nn.Flatten()]
         for c_in, c_out in pairwise(widths):
             layers += [nn.Linear(c_in, c_out), nn.ReLU()]
