@@ -2,6 +2,7 @@
 
 Every class takes ``(in_channels, length, latent_dim, num_tokens=..., *, <family knobs>)`` and has a
 ``test_params`` class attribute with tiny knob values. :func:`build_encoder` looks a family up by name.
+Our own families (``mlp`` ... ``transformer``) are the default; ``study_*`` are the study's networks.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from tsllm.encoders.inception import InceptionEncoder
 from tsllm.encoders.layers import TimeSeriesEncoder
 from tsllm.encoders.mlp import MLPEncoder
 from tsllm.encoders.resnet import ResNetEncoder
+from tsllm.encoders.study_attention import StudyAttentionEncoder
+from tsllm.encoders.study_cnn import StudyCNNEncoder
+from tsllm.encoders.study_inception import StudyInceptionEncoder
+from tsllm.encoders.study_mlp import StudyMLPEncoder
+from tsllm.encoders.study_resnet import StudyResNetEncoder
 from tsllm.encoders.transformer import TransformerEncoder
 
 __all__ = [
@@ -23,6 +29,11 @@ __all__ = [
     "InceptionEncoder",
     "MLPEncoder",
     "ResNetEncoder",
+    "StudyAttentionEncoder",
+    "StudyCNNEncoder",
+    "StudyInceptionEncoder",
+    "StudyMLPEncoder",
+    "StudyResNetEncoder",
     "TimeSeriesEncoder",
     "TransformerEncoder",
     "build_encoder",
@@ -34,6 +45,12 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "inception": InceptionEncoder,
     "resnet": ResNetEncoder,
     "transformer": TransformerEncoder,
+    # The study's public code, layer by layer (STUDY.md); ours above stay the default.
+    "study_inception": StudyInceptionEncoder,
+    "study_cnn": StudyCNNEncoder,
+    "study_resnet": StudyResNetEncoder,
+    "study_mlp": StudyMLPEncoder,
+    "study_attention": StudyAttentionEncoder,
 }
 
 

@@ -4,16 +4,19 @@
 * :class:`ConvBNReLU` -- Conv1d -> BatchNorm1d -> (ReLU), with "same"-style padding.
 * :class:`Residual` -- ``relu(body(x) + shortcut(x))`` with a 1x1 conv + BN shortcut when widths differ.
 * :class:`TokenHead` -- resample the time axis to L positions, then project channels to H per token.
+* :class:`PoolBNSigmoid` -- the study's CNN/ResNet ending: pool time to L, BatchNorm1d(H), sigmoid.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ConvBNReLU", "Residual", "TimeSeriesEncoder", "TokenHead", "resample_time"]
+__all__ = ["ConvBNReLU", "PoolBNSigmoid", "Residual", "TimeSeriesEncoder", "TokenHead", "resample_time", "stack_widths"]
 
 
 class TimeSeriesEncoder(nn.Module):
@@ -56,6 +59,13 @@ class TimeSeriesEncoder(nn.Module):
         return self.encode(x.to(param_dtype)).to(x.dtype)
 
 
+def stack_widths(in_channels: int, channels: Sequence[int], latent_dim: int, knob: str = "channels") -> list[int]:
+    """``[C, *channels, H]``: the widths of a stack whose last layer emits H; ``knob`` names it in errors."""
+    if not channels or min(channels) < 1:
+        raise ValueError(f"encoder.{knob} must be a non-empty list of widths >= 1, got {list(channels)}")
+    return [in_channels, *channels, latent_dim]
+
+
 def resample_time(h: Tensor, num_positions: int) -> Tensor:
     """Resample the last (time) axis of ``h [B, D, T]`` to ``num_positions``.
 
@@ -80,6 +90,22 @@ class TokenHead(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         return self.proj(resample_time(h, self.num_tokens).transpose(1, 2))
+
+
+class PoolBNSigmoid(nn.Module):
+    """``[B, H, T'] -> pool time to L -> BatchNorm1d(H) -> sigmoid -> [B, L, H]`` (values in (0, 1)).
+
+    The ending of the study's CNN and ResNet: the last conv already has H channels, so there is no
+    projection; the BatchNorm normalises each of the H channels over batch and tokens.
+    """
+
+    def __init__(self, latent_dim: int, num_tokens: int) -> None:
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.bn = nn.BatchNorm1d(latent_dim)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.sigmoid(self.bn(resample_time(h, self.num_tokens))).transpose(1, 2)
 
 
 class ConvBNReLU(nn.Module):
