@@ -306,7 +306,10 @@ def test_where_and_sweep_filters(tmp_path: Path) -> None:
                make_record("A", "cnn", "hybrid", 0, 0.8, sweep="s1")]
     assert len(_frame(records, tmp_path, sweeps=["s1"])) == 3
     only = _frame(records, tmp_path, where=R.parse_where(["llm.weights=random", "data.name=A"]))
-    assert only["test_acc"].tolist() == [0.7] and only["arm"].tolist() == ["standalone"] * 0 + ["hybrid"]
+    assert only["test_acc"].tolist() == [0.7] and only["arm"].tolist() == ["hybrid"]  # labels name what still varies
+    full = _frame(records, tmp_path)
+    assert "hybrid[llm.weights=random]" in set(full["arm"])
+    assert R.filter_runs(full, where=["llm.weights=random"])["arm"].tolist() == ["hybrid"]
     assert len(_frame(records, tmp_path, where=[("train.lr", "0.001")])) == 4  # numbers compare as numbers
     with pytest.raises(ValueError, match="expected key=value"):
         R.parse_where(["llm.weights"])

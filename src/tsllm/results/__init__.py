@@ -6,6 +6,10 @@ comparisons, Wilcoxon, bootstrap, ranks), :mod:`.plots` and :mod:`.markdown`; :m
 ``python -m tsllm.results``.
 """
 
+from collections.abc import Sequence
+
+import pandas as pd
+
 from tsllm.results.aggregate import (
     CELL,
     DEFAULT_ARCHIVE,
@@ -49,15 +53,18 @@ from tsllm.results.stats import (
     default_baseline,
     default_reference,
     headline_table,
+    paired_datasets,
     paired_table,
     paired_wilcoxon,
 )
 
 
-def filter_runs(df, where=(), sweeps=()):  # noqa: ANN001, ANN201 - thin wrapper, typed in loading.select
-    """:func:`select` then :func:`label_runs`: labels name only what still varies after the filter."""
-    return label_runs(select(df, parse_where(where) if where and isinstance(next(iter(where)), str) else where,
-                             sweeps))
+def filter_runs(df: pd.DataFrame, where: Sequence[str] = (), sweeps: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows matching every ``"key=value"`` in ``where`` and one of ``sweeps``, relabelled.
+
+    :func:`select` then :func:`label_runs`, so arm and encoder labels name only what still varies.
+    """
+    return label_runs(select(df, parse_where(where), sweeps))
 
 
 __all__ = [
@@ -65,7 +72,7 @@ __all__ = [
     "PROTOCOLS", "TIDY_COLUMNS", "accuracy_column", "aggregate", "bootstrap_median_ci", "controls_table",
     "cost_table", "critical_difference", "dataset_matrix", "dataset_means", "default_baseline",
     "default_reference", "figures_dir", "filter_runs", "grid_matrix", "grid_table", "headline_markdown",
-    "headline_table", "label_runs", "load_records", "load_tidy", "main", "markdown_report", "paired_display",
+    "headline_table", "label_runs", "load_records", "load_tidy", "main", "markdown_report", "paired_datasets", "paired_display",
     "paired_table", "paired_wilcoxon", "per_dataset_table", "plot_critical_difference", "plot_paired", "pooled",
     "protocol_label", "protocol_table", "reference_table", "repo_root", "save_figure", "select", "tidy_path",
     "to_markdown", "usable_runs", "validate", "write_tidy",

@@ -75,6 +75,35 @@ def default_reference(arms: Sequence[str]) -> str | None:
     return min(candidates, key=lambda a: (changes(a), a not in REFERENCE_BASES, a))
 
 
+def paired_datasets(df: pd.DataFrame, protocol: str, baseline: str | None = None,
+                    arms: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per variant, arm and dataset: both arms' means over the seeds they share (the pairs).
+
+    Columns: ``variant``, ``arm``, ``vs`` (the baseline arm), ``dataset``, ``n pairs`` (paired seeds),
+    ``acc vs``, ``acc arm``. ``baseline`` defaults to the no-LLM arm (:func:`default_baseline`).
+    """
+    runs = usable_runs(df, protocol)
+    all_arms = list(runs["arm"].unique()) if len(runs) else []
+    baseline = baseline or default_baseline(all_arms)
+    columns = ["variant", "arm", "vs", "dataset", "n pairs", "acc vs", "acc arm"]
+    if baseline is None or runs.empty:
+        return pd.DataFrame(columns=columns)
+    seeds = per_seed(runs, ["variant", "arm", "context"])
+    base = seeds[seeds["arm"] == baseline]
+    keys = ["variant", "context", "dataset", "seed"]
+    frames = []
+    for arm in [a for a in ordered(arms or all_arms, MODE_ORDER) if a != baseline]:
+        pairs = base.merge(seeds[seeds["arm"] == arm], on=keys, suffixes=(" vs", " arm"))
+        grouped = pairs.groupby(["variant", "dataset"], sort=False)
+        per_dataset = grouped.agg(**{"n pairs": ("seed", "size"), "acc vs": ("acc vs", "mean"),
+                                     "acc arm": ("acc arm", "mean")}).reset_index()
+        frames.append(per_dataset.assign(arm=arm, vs=baseline))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    out = out.reindex(columns=columns)
+    out.attrs["baseline"] = baseline
+    return out
+
+
 def paired_table(df: pd.DataFrame, protocol: str, baseline: str | None = None,
                  arms: Sequence[str] | None = None) -> pd.DataFrame:
     """Each arm against ``baseline`` per variant, over the (dataset, seed) pairs both ran.
@@ -83,29 +112,19 @@ def paired_table(df: pd.DataFrame, protocol: str, baseline: str | None = None,
     per-dataset means over paired seeds; ``median delta`` with a bootstrap CI over datasets
     (``ci low``/``ci high``); ``p_wilcoxon`` over datasets, or NaN with a ``note``.
     """
-    runs = usable_runs(df, protocol)
-    all_arms = list(runs["arm"].unique()) if len(runs) else []
-    baseline = baseline or default_baseline(all_arms)
-    seeds = per_seed(runs, ["variant", "arm", "context"]) if len(runs) else pd.DataFrame()
+    per_dataset = paired_datasets(df, protocol, baseline, arms)
     rows = []
-    if baseline is not None and len(seeds):
-        base = seeds[seeds["arm"] == baseline]
-        keys = ["variant", "context", "dataset", "seed"]
-        for arm in [a for a in ordered(arms or all_arms, MODE_ORDER) if a != baseline]:
-            pairs = base.merge(seeds[seeds["arm"] == arm], on=keys, suffixes=(" vs", " arm"))
-            for variant, rows_v in pairs.groupby("variant", sort=False):
-                per_dataset = rows_v.groupby("dataset")[["acc vs", "acc arm"]].mean()
-                diff = per_dataset["acc arm"] - per_dataset["acc vs"]
-                p_value, note = paired_wilcoxon(per_dataset["acc arm"], per_dataset["acc vs"])
-                low, high = bootstrap_median_ci(diff)
-                rows.append({"variant": variant, "arm": arm, "vs": baseline, "n pairs": len(rows_v),
-                             "n datasets": len(per_dataset), "mean vs": per_dataset["acc vs"].mean(),
-                             "mean arm": per_dataset["acc arm"].mean(), "delta": diff.mean(),
-                             "median delta": diff.median(), "ci low": low, "ci high": high,
-                             "p_wilcoxon": p_value, "note": note})
+    for (variant, arm), group in per_dataset.groupby(["variant", "arm"], sort=False):
+        diff = (group["acc arm"] - group["acc vs"]).astype(float)
+        p_value, note = paired_wilcoxon(group["acc arm"], group["acc vs"])
+        low, high = bootstrap_median_ci(diff)
+        rows.append({"variant": variant, "arm": arm, "vs": group["vs"].iloc[0], "n pairs": int(group["n pairs"].sum()),
+                     "n datasets": len(group), "mean vs": group["acc vs"].mean(), "mean arm": group["acc arm"].mean(),
+                     "delta": diff.mean(), "median delta": diff.median(), "ci low": low, "ci high": high,
+                     "p_wilcoxon": p_value, "note": note})
     table = pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
     table = table.sort_values(["variant", "arm"], key=sort_key).reset_index(drop=True)
-    return labelled(table, protocol, baseline=baseline)
+    return labelled(table, protocol, baseline=per_dataset.attrs.get("baseline"))
 
 
 def headline_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
