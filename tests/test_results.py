@@ -371,6 +371,8 @@ def test_cost_table(tmp_path: Path) -> None:
     assert table.loc["hybrid", "seconds_per_epoch"] == pytest.approx(1.5)
     assert table.loc["hybrid", "flops_per_step"] == pytest.approx(2e9)
     assert R.cost_table(_frame(records[2:], tmp_path)).empty
+    assert "## Cost" in R.markdown_report(_frame(records, tmp_path), "val_selected", cost=True)
+    assert "No run reports cost fields" in R.markdown_report(_frame(records[2:], tmp_path), "val_selected", cost=True)
 
 
 def test_grid_table_cells(tmp_path: Path) -> None:

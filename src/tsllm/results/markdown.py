@@ -84,6 +84,11 @@ def headline_markdown(df: pd.DataFrame, protocol: str) -> str:
     return f"_{protocol_label(protocol)}; {PAIRED_NOTE}._\n\n{to_markdown(paired_display(table))}\n"
 
 
+HEADLINE_TITLE = "Paired comparisons against the no-LLM arm (headline)"
+EMPTY = {HEADLINE_TITLE: "No pairs: no arm shares datasets and seeds with a no-LLM arm here.",
+         "Cost": "No run reports cost fields (record['cost'])."}
+
+
 def _left_out(df: pd.DataFrame, protocol: str, skipped: Sequence[str]) -> str:
     without = len(df) - len(usable_runs(df, protocol))
     failed = sum(": status 'failed'" in s for s in skipped)
@@ -113,7 +118,7 @@ def markdown_report(df: pd.DataFrame, protocol: str, reference_csv: str | Path |
     if df["variant"].str.contains("leaks TEST", regex=False).any():
         parts.append("\n**Some runs normalise with TEST statistics (marked `leaks TEST`).**")
     headline = headline_table(df, protocol)
-    sections = [("Paired comparisons against the no-LLM arm (headline)", paired_display(headline),
+    sections = [(HEADLINE_TITLE, paired_display(headline),
                  headline.attrs["label"], PAIRED_NOTE)]
     controls = controls_table(df, protocol, reference_arm)
     if controls.attrs.get("baseline") and len(runs["arm"].unique()) > 2:
@@ -132,10 +137,12 @@ def markdown_report(df: pd.DataFrame, protocol: str, reference_csv: str | Path |
         sections.append(("Published reference accuracies", table, table.attrs["label"], table.attrs["note"]))
     if cost:
         table = cost_table(df)
-        sections.append(("Cost", table, table.attrs["label"],
-                         "no run reports cost fields" if table.empty else "per run; datasets differ in size"))
+        sections.append(("Cost", table, table.attrs["label"], "per run; datasets differ in size"))
     for title, table, label, note in sections:
-        parts += ["", f"## {title}", "", f"_{label}. {note}._", "", to_markdown(table)]
+        if len(table):
+            parts += ["", f"## {title}", "", f"_{label}. {note}._", "", to_markdown(table)]
+        elif title in EMPTY:  # said rather than silently dropped
+            parts += ["", f"## {title}", "", EMPTY[title]]
     return "\n".join(parts) + "\n"
 
 
