@@ -449,6 +449,14 @@ def test_critical_difference_hand_example() -> None:
     assert fig.axes
 
 
+def test_dataset_matrix_common_seeds_pairs_the_ranks(hand: pd.DataFrame) -> None:
+    full = R.dataset_matrix(hand, "val_selected")
+    assert full.loc["GunPoint", "cnn/standalone"] == pytest.approx(0.7)  # seeds 0-2
+    paired = R.dataset_matrix(hand, "val_selected", common_seeds=True)
+    assert paired.loc["GunPoint", "cnn/standalone"] == pytest.approx(0.6)  # seed 0 only: hybrid ran only it
+    assert paired.loc["Coffee", "cnn/hybrid"] == pytest.approx(0.95)
+
+
 def test_critical_difference_too_small_is_a_note() -> None:
     ranks, sig = R.critical_difference(pd.DataFrame({"A": [0.9, 0.8], "B": [0.8, 0.9]}))
     assert sig is None and "needs" in ranks.attrs["note"]

@@ -144,10 +144,22 @@ def wide(per_dataset: pd.DataFrame, by: Sequence[str], values: str, sep: str = "
     return cells.pivot(index="dataset", columns="cell", values=values).reindex(columns=list(order))
 
 
-def dataset_matrix(df: pd.DataFrame, protocol: str, by: Sequence[str] = CELL, sep: str = "/") -> pd.DataFrame:
-    """Rows dataset, one column per cell ``by`` (joined with ``sep``): seed-mean accuracy."""
-    per_dataset = dataset_means(df, protocol, by)
-    return labelled(wide(per_dataset, by, "mean", sep), protocol, pooled=per_dataset.attrs["pooled"])
+def dataset_matrix(df: pd.DataFrame, protocol: str, by: Sequence[str] = CELL, sep: str = "/",
+                   common_seeds: bool = False) -> pd.DataFrame:
+    """Rows dataset, one column per cell ``by`` (joined with ``sep``): seed-mean accuracy.
+
+    With ``common_seeds`` each dataset keeps only the seeds every cell ran, so a rank comparison
+    across cells is paired like the delta tables (a dataset where no seed is shared is dropped).
+    """
+    runs = usable_runs(df, protocol)
+    if common_seeds and len(runs):
+        seeds = per_seed(runs, by)
+        cells = seeds[list(by)].astype(str).agg(sep.join, axis=1)
+        shared = seeds.assign(cell=cells).pivot_table(index=["dataset", "seed"], columns="cell", values="acc").dropna()
+        runs = runs[pd.MultiIndex.from_frame(runs[["dataset", "seed"]]).isin(shared.index)]
+    per_dataset = dataset_means(runs, protocol, by)
+    return labelled(wide(per_dataset, by, "mean", sep), protocol, pooled=per_dataset.attrs["pooled"],
+                    common_seeds=common_seeds)
 
 
 def grid_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
