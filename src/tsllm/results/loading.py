@@ -153,14 +153,22 @@ def _tidy_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
         # The cell is the run without its seed; the context also drops the arm, so two arms pair on it.
         cell=config_hash(_without(config, "seed")),
         context=config_hash(_without(config, "seed", *ARM_GROUPS)),
-        path=str(path),
+        path=_shown(path),
     )
     row.update({f"data_{k}": _get(record, "data", k) for k in DATA_KEYS})
     row.update({f"cost_{k}": _get(record, "cost", k) for k in COST_KEYS})
     flat = flatten(config)
     flat.pop("seed", None)
-    row.update({k: v for k, v in flat.items() if k not in row})
+    row.update({k: v for k, v in flat.items() if "." in k})  # top-level scalars (seed, sweep_name) are columns
     return row
+
+
+def _shown(path: Path) -> str:
+    """The record's path relative to the working directory when below it, so committed tables travel."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _semantic(key: str, config: dict[str, Any]) -> bool:
