@@ -27,9 +27,11 @@ REFERENCE = REPO / "results" / "reference" / "ucr_published_accuracy.csv"
 
 
 def make_record(dataset: str = "GunPoint", encoder: str = "cnn", mode: str = "standalone", seed: int = 0,
-                test_acc: float | None = 0.9, *, lr: float = 1e-3, num_tokens: int = 16,
+                test_acc: float | None = 0.9, *, lr: float | str = 1e-3, num_tokens: int = 16,
                 num_kernels: int | None = None, status: str = "finished", last: float | None = None,
-                best_test: float | None = None, llm: str = "smollm2_135m", sweep: str | None = None) -> dict:
+                best_test: float | None = None, llm: str = "smollm2_135m", sweep: str | None = None,
+                weights: str = "pretrained", epochs: int = 2, sha: str = "ab", reader: dict | None = None,
+                leaks_test: bool | None = None, cost: dict | None = None) -> dict:
     """A record.json dict shaped like the ones tsllm.train writes (study_best_test when ``best_test``)."""
     protocol = "study_best_test" if best_test is not None else "val_selected"
     hybrid = mode != "standalone"
@@ -41,26 +43,34 @@ def make_record(dataset: str = "GunPoint", encoder: str = "cnn", mode: str = "st
     encoder_cfg = {"name": encoder, "num_tokens": num_tokens, "channels": 64}
     if num_kernels is not None:
         encoder_cfg["num_kernels"] = num_kernels
+    config = {
+        "data": {"name": dataset, "normalise": "znorm", "val_fraction": 0.2},
+        "encoder": encoder_cfg,
+        "mode": {"name": mode, "latent_dim": None},
+        "llm": {"name": llm, "weights": weights},
+        "train": {"epochs": epochs, "batch_size": 32, "lr": lr, "protocol": protocol},
+        "seed": seed,
+        "sweep_name": sweep or mode,
+    }
+    if reader is not None:  # the newer config group: records carry config["reader"] instead of config["mode"]
+        config["reader"] = reader
+        del config["mode"]
     record = {
         "status": status,
         "config_hash": f"{dataset}-{encoder}-{mode}-{seed}-{lr}-{num_kernels}-{num_tokens}",
         "run_dir": f"/runs/{dataset}/{encoder}/{mode}/{seed}",
         "seed": seed,
-        "config": {
-            "data": {"name": dataset, "normalise": "znorm", "val_fraction": 0.2},
-            "encoder": encoder_cfg,
-            "mode": {"name": mode, "latent_dim": None},
-            "llm": {"name": llm},
-            "train": {"epochs": 2, "batch_size": 32, "lr": lr, "protocol": protocol},
-            "seed": seed,
-            "sweep_name": sweep or mode,
-        },
+        "config": config,
         "dataset": dataset, "encoder": encoder, "mode": mode, "llm": llm if hybrid else None, "lr": lr,
         "num_tokens": num_tokens, "num_kernels": num_kernels, "protocol": protocol,
-        "data": {"name": dataset, "n_train": 40, "n_val": 10, "n_test": 150, "num_classes": 2, "sha256": "ab"},
+        "data": {"name": dataset, "n_train": 40, "n_val": 10, "n_test": 150, "num_classes": 2, "sha256": sha},
         "env": {"device": "cpu", "git": {"sha": "c0ffee", "dirty": False}, "versions": {"tsllm": "0.1.0"}},
         "params": {"trainable": 1000, "frozen": 135_000_000 if hybrid else 0},
     }
+    if leaks_test is not None:
+        record["data"]["leaks_test"] = leaks_test
+    if cost is not None:
+        record["cost"] = cost
     if status == "failed":
         record["error"] = "RuntimeError: out of memory"
     if status != "finished":
@@ -112,80 +122,96 @@ def hand(hand_dir: Path) -> pd.DataFrame:
     return R.load_records(hand_dir)
 
 
-def test_load_records_counts_statuses_and_warns_on_malformed(hand_dir: Path, caplog) -> None:
+def test_load_records_skips_failed_running_and_malformed_once(hand_dir: Path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="tsllm.results"):
         df = R.load_records([hand_dir, hand_dir / "data.name=GunPoint,encoder=cnn,run=0"])  # overlap: no double count
-    assert len(df) == len(HAND)
-    assert df["status"].value_counts().to_dict() == {"finished": 7, "failed": 1, "running": 1}
-    assert any("Broken" in r.getMessage() and "malformed" in r.getMessage() for r in caplog.records)
-    failed = df[df["status"] == "failed"].iloc[0]
-    assert failed["error"].startswith("RuntimeError") and pd.isna(failed["test_acc"])
-    row = df[(df["mode"] == "hybrid") & (df["status"] == "finished")].iloc[0]
+    assert len(df) == 7 and set(df["status"]) == {"finished"}
+    skipped = df.attrs["skipped"]
+    assert len(skipped) == 3
+    assert any("Broken" in s and "JSON" in s for s in skipped)
+    assert any("status 'failed': RuntimeError" in s for s in skipped) and any("'running'" in s for s in skipped)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("Broken" in m for m in messages) == 1
+    row = df[df["mode"] == "hybrid"].iloc[0]
     assert row["sweep"] == "hybrid" and row["llm"] == "smollm2_135m" and row["epochs"] == 2
     assert row["trainable_params"] == 1000 and row["frozen_params"] == 135_000_000
     assert row["git_sha"] == "c0ffee" and row["device"] == "cpu" and row["path"].endswith("record.json")
     assert pd.isna(df[df["mode"] == "standalone"]["llm"]).all()
-    assert set(R.TIDY_COLUMNS) == set(df.columns)
+    assert set(R.TIDY_COLUMNS) <= set(df.columns)
+    # Only config keys that vary become columns; non-semantic ones (sweep_name) never do.
+    assert {c for c in df.columns if "." in c} == {"mode.name", "data.name"}
 
 
 def test_load_records_empty_dir(tmp_path: Path) -> None:
     df = R.load_records(tmp_path)
-    assert df.empty and list(df.columns) == list(R.TIDY_COLUMNS)
+    assert df.empty and list(df.columns)[:len(R.TIDY_COLUMNS)] == list(R.TIDY_COLUMNS)
 
 
 def test_accuracy_column_and_labels() -> None:
     assert R.accuracy_column("val_selected") == "test_acc"
     assert R.accuracy_column("last_epoch") == "test_acc_last_epoch"
     assert R.accuracy_column("study_best_test") == "study_best_test_acc"
+    assert R.accuracy_column("study_min_train_loss") == "study_min_train_loss_test_acc"
     assert R.OPTIMISTIC_LABEL in R.protocol_label("study_best_test")
     assert R.OPTIMISTIC_LABEL not in R.protocol_label("val_selected")
     with pytest.raises(ValueError, match="unknown protocol"):
         R.accuracy_column("best")
 
 
-def test_encoder_mode_table_two_stage_means(hand: pd.DataFrame) -> None:
-    table = R.encoder_mode_table(hand, "val_selected")
-    row = table.loc["cnn"]
+def test_aggregate_two_stage_means(hand: pd.DataFrame) -> None:
+    table = R.aggregate(hand, "val_selected").set_index(["variant", "arm"])
     # Seeds within dataset first: GunPoint 0.7, Coffee 0.9 -> 0.8 (a pooled mean would give 0.75).
-    assert row["standalone"] == pytest.approx(0.8)
+    assert table.loc[("cnn", "standalone"), "mean"] == pytest.approx(0.8)
     # GunPoint 0.75, Coffee (0.95 + 0.85) / 2 = 0.9 -> 0.825 (pooled: 0.85).
-    assert row["hybrid"] == pytest.approx(0.825)
-    assert row["n standalone"] == 2 and row["n hybrid"] == 2
-    assert row["delta"] == pytest.approx(((0.75 - 0.7) + (0.9 - 0.9)) / 2)
-    assert row["n_paired"] == 2 and math.isnan(row["p_wilcoxon"]) and "paired datasets" in row["note"]
-    assert table.attrs["protocol"] == "val_selected"
+    assert table.loc[("cnn", "hybrid"), "mean"] == pytest.approx(0.825)
+    assert table.loc[("cnn", "hybrid"), "n_datasets"] == 2 and table.attrs["pooled"] == []
+
+
+def test_headline_pairs_on_dataset_and_seed(hand: pd.DataFrame) -> None:
+    row = R.headline_table(hand, "val_selected").iloc[0]
+    assert (row["variant"], row["arm"], row["vs"]) == ("cnn", "hybrid", "standalone")
+    # Pairs: (GunPoint, 0) 0.6 vs 0.75 and (Coffee, 0) 0.9 vs 0.95; seeds 1, 2 have no partner.
+    assert row["n pairs"] == 2 and row["n datasets"] == 2
+    assert row["mean vs"] == pytest.approx(0.75) and row["mean arm"] == pytest.approx(0.85)
+    assert row["delta"] == pytest.approx(0.1) and row["median delta"] == pytest.approx(0.1)
+    assert math.isnan(row["p_wilcoxon"]) and "below 6" in row["note"]
+    assert R.headline_table(hand, "val_selected").attrs["protocol"] == "val_selected"
 
 
 def test_delta_uses_only_paired_datasets(tmp_path: Path) -> None:
     records = [make_record("A", "mlp", "standalone", 0, 0.5), make_record("B", "mlp", "standalone", 0, 0.9),
                make_record("A", "mlp", "hybrid", 0, 0.6)]
-    table = R.encoder_mode_table(_frame(records, tmp_path), "val_selected")
-    assert table.loc["mlp", "standalone"] == pytest.approx(0.7)  # own datasets: (0.5 + 0.9) / 2
-    assert table.loc["mlp", "delta"] == pytest.approx(0.1)  # paired on A only
-    assert table.loc["mlp", "n_paired"] == 1
+    row = R.headline_table(_frame(records, tmp_path), "val_selected").iloc[0]
+    assert row["mean vs"] == pytest.approx(0.5)  # over the pair only, not (0.5 + 0.9) / 2
+    assert row["delta"] == pytest.approx(0.1) and row["n pairs"] == 1
 
 
-def _frame(records: list[dict], tmp_path: Path) -> pd.DataFrame:
+def test_pairs_need_every_other_config_value_equal(tmp_path: Path) -> None:
+    records = [make_record("A", "mlp", "standalone", 0, 0.5), make_record("A", "mlp", "hybrid", 0, 0.6, lr=1e-4)]
+    table = R.headline_table(_frame(records, tmp_path), "val_selected")
+    assert table.empty  # different lr: the two runs are different variants, never paired
+
+
+def _frame(records: list[dict], tmp_path: Path, **kwargs) -> pd.DataFrame:
     """Tidy rows of ``records``, written and loaded in a folder of their own."""
-    return R.load_records(write_runs(Path(tempfile.mkdtemp(dir=tmp_path)) / "runs", records))
+    return R.load_records(write_runs(Path(tempfile.mkdtemp(dir=tmp_path)) / "runs", records), **kwargs)
 
 
 def test_protocol_selects_column_and_optimistic_label(hand: pd.DataFrame, tmp_path: Path) -> None:
-    last = R.encoder_mode_table(hand, "last_epoch")
-    assert last.loc["cnn", "standalone"] == pytest.approx((0.5 + 1.0) / 2)
+    last = R.aggregate(hand, "last_epoch").set_index(["variant", "arm"])
+    assert last.loc[("cnn", "standalone"), "mean"] == pytest.approx((0.5 + 1.0) / 2)
     records = [make_record("A", "mlp", "standalone", 0, 0.5, best_test=0.7),
                make_record("A", "mlp", "standalone", 1, 0.5, best_test=0.9),
                make_record("B", "mlp", "standalone", 0, 0.5)]  # val_selected run: no optimistic number
     df = _frame(records, tmp_path)
-    optimistic = R.encoder_mode_table(df, "study_best_test")
-    assert optimistic.loc["mlp", "standalone"] == pytest.approx(0.8)
-    assert optimistic.loc["mlp", "n standalone"] == 1
+    optimistic = R.aggregate(df, "study_best_test")
+    assert optimistic["mean"].tolist() == pytest.approx([0.8]) and optimistic["n_datasets"].tolist() == [1]
     for table in (optimistic, R.grid_table(df, "study_best_test"), R.per_dataset_table(df, "study_best_test"),
-                  R.reference_table(df, "study_best_test", REFERENCE)):
+                  R.reference_table(df, "study_best_test", REFERENCE), R.headline_table(df, "study_best_test")):
         assert R.OPTIMISTIC_LABEL in table.attrs["label"]
     report = R.markdown_report(df, "study_best_test")
     assert report.count(R.OPTIMISTIC_LABEL) >= 4  # header and every table
-    assert R.OPTIMISTIC_LABEL not in R.markdown_report(df, "val_selected")
+    assert R.OPTIMISTIC_LABEL not in R.markdown_report(df, "val_selected").split("## Study protocol")[0]
 
 
 def test_arms_split_by_llm_and_lora_gets_its_own_delta(tmp_path: Path) -> None:
@@ -193,16 +219,106 @@ def test_arms_split_by_llm_and_lora_gets_its_own_delta(tmp_path: Path) -> None:
                make_record("A", "mlp", "hybrid", 0, 0.6, llm="smollm2_135m"),
                make_record("A", "mlp", "hybrid", 0, 0.8, llm="llama31_8b"),
                make_record("A", "mlp", "lora", 0, 0.9, llm="llama31_8b")]
-    table = R.encoder_mode_table(_frame(records, tmp_path), "val_selected")
-    assert list(table.columns[:4:2]) == ["standalone", "hybrid[llama31_8b]"]
-    assert table.loc["mlp", "hybrid[smollm2_135m]"] == pytest.approx(0.6)  # never pooled with llama
-    assert table.loc["mlp", "delta [lora]"] == pytest.approx(0.4)
-    assert table.loc["mlp", "delta [hybrid[llama31_8b]]"] == pytest.approx(0.3)
+    table = R.headline_table(_frame(records, tmp_path), "val_selected").set_index("arm")
+    assert list(table.index) == ["hybrid[llm.name=llama31_8b]", "hybrid[llm.name=smollm2_135m]", "lora"]
+    assert table.loc["hybrid[llm.name=smollm2_135m]", "mean arm"] == pytest.approx(0.6)  # never pooled with llama
+    assert table.loc["lora", "delta"] == pytest.approx(0.4)
+    assert table.loc["hybrid[llm.name=llama31_8b]", "delta"] == pytest.approx(0.3)
+
+
+def test_records_differing_only_in_llm_weights_stay_apart(tmp_path: Path) -> None:
+    records = [make_record("A", "cnn", "hybrid", 0, 0.6, weights="pretrained"),
+               make_record("A", "cnn", "hybrid", 0, 0.2, weights="random")]
+    df = _frame(records, tmp_path)
+    assert df["cell"].nunique() == 2 and "llm.weights" in df.columns
+    table = R.aggregate(df, "val_selected").set_index("arm")["mean"]
+    assert table.to_dict() == pytest.approx({"hybrid[llm.weights=pretrained]": 0.6, "hybrid[llm.weights=random]": 0.2})
+
+
+def test_runs_with_different_epochs_are_not_averaged(tmp_path: Path) -> None:
+    records = [make_record("A", "cnn", "standalone", 0, 0.9, epochs=100),
+               make_record("A", "cnn", "standalone", 1, 0.5, epochs=3),
+               make_record("A", "cnn", "standalone", 2, 0.6, epochs=3)]
+    table = R.aggregate(_frame(records, tmp_path), "val_selected").set_index("variant")
+    assert table.loc["cnn[train.epochs=100]", "mean"] == pytest.approx(0.9)
+    assert table.loc["cnn[train.epochs=3]", "mean"] == pytest.approx(0.55)
+    assert table.loc["cnn[train.epochs=3]", "max_seeds"] == 2
+
+
+def test_different_data_checksums_stay_apart(tmp_path: Path) -> None:
+    records = [make_record("GunPoint", "cnn", "standalone", 0, 0.9, sha="aa" * 32),
+               make_record("GunPoint", "cnn", "standalone", 0, 0.5, sha="bb" * 32)]
+    per_dataset = R.dataset_means(_frame(records, tmp_path), "val_selected")
+    assert per_dataset.set_index("dataset")["mean"].to_dict() == pytest.approx(
+        {"GunPoint@aaaaaaaa": 0.9, "GunPoint@bbbbbbbb": 0.5})
+    assert (per_dataset["n_seeds"] == 1).all()
+
+
+def test_reader_group_records_label_arms_from_varying_keys(tmp_path: Path) -> None:
+    records = [make_record("A", "cnn", "standalone", 0, 0.5),  # an older record: config["mode"]
+               make_record("A", "cnn", "hybrid", 0, 0.7, reader={"name": "hybrid", "prompt": "study"}),
+               make_record("A", "cnn", "hybrid", 0, 0.6, reader={"name": "hybrid", "prompt": "none"})]
+    df = _frame(records, tmp_path)
+    assert set(df["arm"]) == {"standalone", "hybrid[reader.prompt=study]", "hybrid[reader.prompt=none]"}
+    assert R.default_reference(list(df["arm"])) == "hybrid[reader.prompt=none]"  # fewest non-default values
+    controls = R.controls_table(df, "val_selected", reference="hybrid[reader.prompt=study]").set_index("arm")
+    assert controls.loc["hybrid[reader.prompt=none]", "delta"] == pytest.approx(-0.1)
+    assert controls.loc["standalone", "vs"] == "hybrid[reader.prompt=study]"
+
+
+def test_failed_record_with_string_lr_is_skipped(tmp_path: Path) -> None:
+    records = [make_record("A", "cnn", "standalone", 0, 0.9),
+               make_record("A", "cnn", "standalone", 1, None, lr="abc", status="failed"),
+               make_record("A", "cnn", "standalone", 2, 0.5, lr="abc")]  # finished, yet malformed
+    df = _frame(records, tmp_path)
+    assert len(df) == 1 and df["lr"].tolist() == [1e-3]
+    assert any("'train.lr' is 'abc' (expected a number)" in s for s in df.attrs["skipped"])
+    assert any("status 'failed'" in s for s in df.attrs["skipped"])
+
+
+def test_cli_survives_bad_records_and_warns_once(tmp_path: Path) -> None:
+    records = [make_record("A", "cnn", "standalone", s, 0.9) for s in range(2)]
+    records += [make_record("A", "cnn", "standalone", 2, None, lr="abc", status="failed"),
+                make_record("A", "cnn", "standalone", 3, 0.5, lr="abc")]
+    runs = write_runs(tmp_path / "runs", records)
+    proc = subprocess.run([sys.executable, "-m", "tsllm.results", str(runs), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("'train.lr' is 'abc'") == 1
+    assert (tmp_path / "out" / "tidy.parquet").exists() and len(R.load_tidy(tmp_path / "out" / "tidy.csv")) == 2
+
+
+def test_cli_default_output_is_outside_results_and_bad_where_writes_nothing(hand_dir: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / "results").mkdir(parents=True)
+    run = [sys.executable, "-m", "tsllm.results", str(hand_dir)]
+    proc = subprocess.run([*run, "--where", "no.such=1"], capture_output=True, text=True, timeout=120, cwd=work)
+    assert proc.returncode == 2 and "no column 'no.such'" in proc.stderr and not (work / "tsllm-results").exists()
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=120, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert (work / R.DEFAULT_OUT / "report.md").exists() and not any((work / "results").iterdir())
+
+
+def test_where_and_sweep_filters(tmp_path: Path) -> None:
+    records = [make_record("A", "cnn", "standalone", 0, 0.5, sweep="s1"),
+               make_record("B", "cnn", "standalone", 0, 0.6, sweep="s2"),
+               make_record("A", "cnn", "hybrid", 0, 0.7, sweep="s1", weights="random"),
+               make_record("A", "cnn", "hybrid", 0, 0.8, sweep="s1")]
+    assert len(_frame(records, tmp_path, sweeps=["s1"])) == 3
+    only = _frame(records, tmp_path, where=R.parse_where(["llm.weights=random", "data.name=A"]))
+    assert only["test_acc"].tolist() == [0.7] and only["arm"].tolist() == ["hybrid"]  # labels name what still varies
+    full = _frame(records, tmp_path)
+    assert "hybrid[llm.weights=random]" in set(full["arm"])
+    assert R.filter_runs(full, where=["llm.weights=random"])["arm"].tolist() == ["hybrid"]
+    assert len(_frame(records, tmp_path, where=[("train.lr", "0.001")])) == 4  # numbers compare as numbers
+    with pytest.raises(ValueError, match="expected key=value"):
+        R.parse_where(["llm.weights"])
 
 
 def test_report_without_usable_runs(hand: pd.DataFrame) -> None:
     report = R.markdown_report(hand, "study_best_test")
     assert "No usable runs" in report and R.OPTIMISTIC_LABEL in report and "7 finished without" in report
+    assert "1 failed, 1 running, 1 malformed" in report
 
 
 def test_wilcoxon_matches_scipy(tmp_path: Path) -> None:
@@ -211,11 +327,52 @@ def test_wilcoxon_matches_scipy(tmp_path: Path) -> None:
     hybrid = standalone + rng.normal(0.02, 0.03, 7)
     records = [make_record(f"D{i}", "resnet", "standalone", 0, s) for i, s in enumerate(standalone)]
     records += [make_record(f"D{i}", "resnet", "hybrid", 0, h) for i, h in enumerate(hybrid)]
-    row = R.encoder_mode_table(_frame(records, tmp_path), "val_selected").loc["resnet"]
+    row = R.headline_table(_frame(records, tmp_path), "val_selected").iloc[0]
     assert row["p_wilcoxon"] == pytest.approx(stats.wilcoxon(hybrid, standalone).pvalue)
     assert row["delta"] == pytest.approx(np.mean(hybrid - standalone)) and row["note"] == ""
+    assert row["median delta"] == pytest.approx(np.median(hybrid - standalone))
+    assert row["ci low"] <= row["median delta"] <= row["ci high"]
     p_value, note = R.paired_wilcoxon([0.5] * 6, [0.5] * 6)
     assert math.isnan(p_value) and "zero" in note
+    p_value, note = R.paired_wilcoxon([0.9] * 5, [0.1] * 5)  # exact p would be 0.0625: never shown
+    assert math.isnan(p_value) and "no p < 0.05 is possible below 6" in note
+
+
+def test_bootstrap_ci_is_seeded_and_brackets_the_median() -> None:
+    diff = [0.1, -0.05, 0.2, 0.0, 0.03]
+    assert R.bootstrap_median_ci(diff) == R.bootstrap_median_ci(diff)
+    low, high = R.bootstrap_median_ci(diff)
+    assert low <= np.median(diff) <= high and low >= min(diff) and high <= max(diff)
+    assert all(math.isnan(v) for v in R.bootstrap_median_ci([0.1]))
+
+
+def test_protocol_table_and_leak_flag(tmp_path: Path) -> None:
+    records = [make_record("A", "mlp", "standalone", 0, 0.5, best_test=0.7, leaks_test=True),
+               make_record("B", "mlp", "standalone", 0, 0.6, best_test=0.9, leaks_test=True),
+               make_record("A", "mlp", "hybrid", 0, 0.6)]
+    records[0]["study_min_train_loss_test_acc"] = 0.55
+    df = _frame(records, tmp_path)
+    table = R.protocol_table(df).set_index("study figure")
+    assert table.loc["study_best_test", "honest"] == pytest.approx(0.55)
+    assert table.loc["study_best_test", "delta"] == pytest.approx(0.25)
+    assert table.loc["study_min_train_loss", "n runs"] == 1
+    assert table.loc["study_min_train_loss", "delta"] == pytest.approx(0.05)
+    assert table["variant"].str.endswith("(leaks TEST)").all()  # the variant also names train.protocol
+    report = R.markdown_report(df, "val_selected")
+    assert "leaks TEST" in report.split("## Per dataset")[1]  # flagged in every table that shows them
+
+
+def test_cost_table(tmp_path: Path) -> None:
+    cost = {"flops_per_step": 2e9, "tokens_per_step": 600, "seconds_per_epoch": 1.5, "peak_rss_bytes": 1e9}
+    records = [make_record("A", "cnn", "hybrid", s, 0.9, cost={**cost, "seconds_per_epoch": 1.0 + s})
+               for s in range(2)] + [make_record("A", "cnn", "standalone", 0, 0.9)]
+    table = R.cost_table(_frame(records, tmp_path)).set_index("arm")
+    assert list(table.index) == ["hybrid"] and table.loc["hybrid", "n runs"] == 2
+    assert table.loc["hybrid", "seconds_per_epoch"] == pytest.approx(1.5)
+    assert table.loc["hybrid", "flops_per_step"] == pytest.approx(2e9)
+    assert R.cost_table(_frame(records[2:], tmp_path)).empty
+    assert "## Cost" in R.markdown_report(_frame(records, tmp_path), "val_selected", cost=True)
+    assert "No run reports cost fields" in R.markdown_report(_frame(records[2:], tmp_path), "val_selected", cost=True)
 
 
 def test_grid_table_cells(tmp_path: Path) -> None:
@@ -231,12 +388,18 @@ def test_grid_table_cells(tmp_path: Path) -> None:
     assert grid.loc[("inception", 1e-3, 6), "n_datasets"] == 2
     assert grid.loc[("inception", 1e-3, 6), "n_runs"] == 3
     assert grid.loc[("inception", 1e-4, 3), "mean"] == pytest.approx(0.3)
-    assert len(grid) == 4
+    assert len(grid) == 4 and full.attrs["pooled"] == []
     matrix = R.grid_matrix(full, "inception", "standalone", 16)
     assert list(matrix.columns) == ["3", "6"] and list(matrix.index) == [1e-4, 1e-3]
     assert matrix.loc[1e-4, "6"] == pytest.approx(0.4) and math.isnan(matrix.loc[1e-3, "3"])
     mlp = R.grid_matrix(full, "mlp", "standalone", 1)
     assert list(mlp.columns) == ["-"]
+
+
+def test_fewer_group_columns_say_what_they_pooled(tmp_path: Path) -> None:
+    records = [make_record("A", "cnn", "standalone", 0, 0.5, epochs=3), make_record("A", "cnn", "standalone", 0, 0.7)]
+    table = R.aggregate(_frame(records, tmp_path), "val_selected", ["encoder"])
+    assert table.attrs["pooled"] == ["train.epochs"]
 
 
 def test_per_dataset_table_strings(hand: pd.DataFrame) -> None:
@@ -267,29 +430,45 @@ def test_markdown_report_header_counts(hand: pd.DataFrame) -> None:
     assert "7 finished runs over 2 datasets" in report and "1 failed, 1 running" in report
     for section in ("headline", "Per dataset", "grid"):
         assert section in report
-    assert "| cnn | 0.800 |" in report
+    assert "| cnn | hybrid | standalone | 0.750 | 0.850 | +0.100 |" in report
 
 
 def test_critical_difference_hand_example() -> None:
     wide = pd.DataFrame({"A": [0.9, 0.8, 0.7, 0.9], "B": [0.8, 0.9, 0.6, 0.8], "C": [0.7, 0.7, 0.8, 0.7]},
                         index=["d1", "d2", "d3", "d4"])
-    ranks, cd = R.critical_difference(wide)
+    ranks, sig = R.critical_difference(wide)
     assert ranks.to_dict() == {"A": 1.5, "B": 2.0, "C": 2.5}
-    assert cd == pytest.approx(2.343 * math.sqrt(3 * 4 / (6 * 4)), abs=1e-3)  # Demsar 2006, q_0.05(k=3)
     assert ranks.attrs["friedman_p"] == pytest.approx(stats.friedmanchisquare(*wide.to_numpy().T).pvalue)
+    assert list(sig.columns) == ["A", "B", "C"] and np.allclose(sig.to_numpy(), sig.to_numpy().T)
+    # Nemenyi: |R_A - R_C| / sqrt(k(k+1)/(6n)) = 1 / sqrt(0.5); p from the studentized range (Demsar 2006).
+    expected = stats.studentized_range.sf(1 / math.sqrt(0.5) * math.sqrt(2), 3, np.inf)
+    assert sig.loc["A", "C"] == pytest.approx(expected, rel=1e-3)
     tied = R.critical_difference(pd.DataFrame({"A": [0.9] * 3, "B": [0.9] * 3, "C": [0.1] * 3}))[0]
     assert tied.to_dict() == {"A": 1.5, "B": 1.5, "C": 3.0}
-    fig = R.plot_critical_difference(ranks, cd, title="hand")
+    fig = R.plot_critical_difference(ranks, sig, title="hand")
     assert fig.axes
 
 
+def test_dataset_matrix_common_seeds_pairs_the_ranks(hand: pd.DataFrame) -> None:
+    full = R.dataset_matrix(hand, "val_selected")
+    assert full.loc["GunPoint", "cnn/standalone"] == pytest.approx(0.7)  # seeds 0-2
+    paired = R.dataset_matrix(hand, "val_selected", common_seeds=True)
+    assert paired.loc["GunPoint", "cnn/standalone"] == pytest.approx(0.6)  # seed 0 only: hybrid ran only it
+    assert paired.loc["Coffee", "cnn/hybrid"] == pytest.approx(0.95)
+
+
 def test_critical_difference_too_small_is_a_note() -> None:
-    ranks, cd = R.critical_difference(pd.DataFrame({"A": [0.9, 0.8], "B": [0.8, 0.9]}))
-    assert math.isnan(cd) and "needs" in ranks.attrs["note"]
-    fig = R.plot_critical_difference(ranks, cd)
+    ranks, sig = R.critical_difference(pd.DataFrame({"A": [0.9, 0.8], "B": [0.8, 0.9]}))
+    assert sig is None and "needs" in ranks.attrs["note"]
+    fig = R.plot_critical_difference(ranks, sig)
     assert "needs" in fig.axes[0].texts[0].get_text()
-    ranks, cd = R.critical_difference(pd.DataFrame({"A": [np.nan], "B": [0.8], "C": [0.1]}))
-    assert math.isnan(cd) and ranks.empty
+    ranks, sig = R.critical_difference(pd.DataFrame({"A": [np.nan], "B": [0.8], "C": [0.1]}))
+    assert sig is None and ranks.empty
+
+
+def test_plot_paired_prints_n(hand: pd.DataFrame) -> None:
+    fig = R.plot_paired(R.headline_table(hand, "val_selected"))
+    assert any("n = 2 pairs / 2 datasets" in t.get_text() for t in fig.axes[0].texts)
 
 
 def test_cli_writes_tidy_and_report(hand_dir: Path, tmp_path: Path) -> None:
@@ -299,11 +478,29 @@ def test_cli_writes_tidy_and_report(hand_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Broken" in proc.stderr  # the malformed record is named, not fatal
     tidy = R.load_tidy(out / "tidy.csv")
-    assert len(tidy) == len(HAND)
+    assert len(tidy) == 7 and {"cell", "arm", "variant", "mode.name"} <= set(tidy.columns)
     report = (out / "report.md").read_text()
     assert report.strip() == proc.stdout.strip()
     assert "Published reference accuracies" in report and "ROCKET (angus924/rocket)" in report
     assert (out / "tidy.parquet").exists()
+
+
+def _readme_headline() -> tuple[list[str], list[str]]:
+    """The command the README's "What we found here" section shows and the table right below it."""
+    section = (REPO / "README.md").read_text().split("### What we found here", 1)[1].split("\n### ", 1)[0]
+    command = next(line for line in section.splitlines() if line.startswith("python -m tsllm.results"))
+    after = section.split(command, 1)[1]
+    table = [line for line in after.split("\n\n")[1:3] for line in line.splitlines() if line.startswith("|")]
+    return command.split(), table
+
+
+def test_readme_headline_table_is_generated() -> None:
+    command, table = _readme_headline()
+    assert "--headline" in command and table
+    proc = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    printed = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    assert printed == table
 
 
 # ------------------------------------------------------------------------------------------- notebooks

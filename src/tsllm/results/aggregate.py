@@ -1,0 +1,265 @@
+"""Two-stage means (seeds within a dataset, then datasets) and the unpaired tables built on them.
+
+Every table groups by ``variant`` and ``arm`` at least, which together hold every config key that
+varies (see :func:`tsllm.results.loading.label_runs`); a table that groups by fewer says in
+``attrs["pooled"]`` which varying keys it pooled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tsllm.results.loading import ARM_NAME_KEYS, COST_KEYS, DATASET_KEYS, varying_keys, warn_once
+from tsllm.results.paths import repo_root
+
+logger = logging.getLogger("tsllm.results")
+
+PROTOCOLS: dict[str, str] = {
+    "val_selected": "test_acc",
+    "last_epoch": "test_acc_last_epoch",
+    "study_best_test": "study_best_test_acc",
+    "study_min_train_loss": "study_min_train_loss_test_acc",
+}
+OPTIMISTIC_LABEL = "optimistic: selected on TEST (the study's protocol)"
+PROTOCOL_LABELS: dict[str, str] = {
+    "val_selected": "test accuracy of the epoch selected on validation",
+    "last_epoch": "test accuracy after the last epoch",
+    "study_best_test": OPTIMISTIC_LABEL,
+    "study_min_train_loss": "test accuracy at the epoch of minimum training loss (the study's second figure)",
+}
+HONEST = "val_selected"
+ENCODER_ORDER = ("mlp", "cnn", "inception", "resnet", "transformer")
+MODE_ORDER = ("standalone", "mean", "hybrid", "lora")
+CELL = ("variant", "arm")
+GRID_KEYS = ("encoder", "arm", "lr", "num_kernels", "num_tokens")
+DEFAULT_METHODS = ("MLP", "FCN", "ResNet", "InceptionTime", "ROCKET")
+DEFAULT_ARCHIVE = "UCR2018-128"
+REFERENCE_CSV = Path("results") / "reference" / "ucr_published_accuracy.csv"
+
+
+def accuracy_column(protocol: str) -> str:
+    """The tidy column holding the accuracy a protocol reports."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
+    return PROTOCOLS[protocol]
+
+
+def protocol_label(protocol: str) -> str:
+    """Human-readable statement of what an accuracy under ``protocol`` means."""
+    return f"protocol {protocol} ({accuracy_column(protocol)}): {PROTOCOL_LABELS[protocol]}"
+
+
+def ordered(values: Iterable[Any], order: Sequence[str]) -> list[Any]:
+    """Known names in the study's order (matching on the part before any '['), the rest sorted after."""
+    values = list(dict.fromkeys(values))
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(values, key=lambda v: (rank.get(str(v).split("[")[0].split(" ")[0], len(order)), str(v)))
+
+
+def sort_key(column: pd.Series) -> pd.Series:
+    """A pandas sort key putting encoders, variants and arms in the study's order."""
+    order = {"encoder": ENCODER_ORDER, "variant": ENCODER_ORDER, "arm": MODE_ORDER,
+             "mode": MODE_ORDER}.get(str(column.name))
+    if order is None:
+        return column
+    ranked = ordered(column.dropna().astype(str).unique(), order)
+    return column.astype(str).map({name: i for i, name in enumerate(ranked)})
+
+
+def pooled(df: pd.DataFrame, by: Sequence[str]) -> list[str]:
+    """Varying config keys that take several values inside some group of ``by`` (besides dataset and seed)."""
+    if df.empty:
+        return []
+    keys = [k for k in varying_keys(df) if k not in DATASET_KEYS and k not in ARM_NAME_KEYS]
+    groups = df.groupby(list(by), dropna=False)
+    return [k for k in keys if groups[k].nunique(dropna=False).gt(1).any()]
+
+
+def usable_runs(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Runs that have an accuracy under ``protocol``, with it in an ``acc`` column."""
+    column = accuracy_column(protocol)
+    runs = df[df[column].notna()].copy() if column in df else df.iloc[:0].copy()
+    runs["acc"] = runs[column].astype(float) if column in runs else pd.Series(dtype=float)
+    return runs
+
+
+def per_seed(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """One accuracy per cell ``by``, dataset and seed; repeated runs of one config are averaged (with a warning)."""
+    keys = [*by, "dataset", "seed"]
+    seeds = runs.groupby(keys, dropna=False, sort=False).agg(acc=("acc", "mean"), n_runs=("acc", "size"))
+    repeated = seeds[seeds["n_runs"] > 1].reset_index()
+    if len(repeated):
+        what = pooled(runs, keys)
+        where = ", ".join(sorted({f"{r.variant} {r.arm} {r.dataset} seed {r.seed}" for r in repeated.itertuples()}
+                                 if {"variant", "arm"} <= set(keys) else {f"{r.dataset} seed {r.seed}"
+                                                                         for r in repeated.itertuples()}))
+        warn_once("several runs %s averaged into one seed: %s",
+                  f"pooling {', '.join(what)}" if what else "of the same config (repeats)", where)
+    return seeds.reset_index()
+
+
+def dataset_means(df: pd.DataFrame, protocol: str, by: Sequence[str] = CELL) -> pd.DataFrame:
+    """Per cell ``by`` and dataset: mean and std of accuracy over seeds, and how many seeds."""
+    by = list(by)
+    seeds = per_seed(usable_runs(df, protocol), by)
+    grouped = seeds.groupby([*by, "dataset"], dropna=False, sort=True)
+    table = grouped.agg(mean=("acc", "mean"), std=("acc", "std"), n_seeds=("acc", "size"),
+                        n_runs=("n_runs", "sum")).reset_index()
+    table.attrs["pooled"] = pooled(usable_runs(df, protocol), by)
+    return table
+
+
+def aggregate(df: pd.DataFrame, protocol: str, by: Sequence[str] = CELL) -> pd.DataFrame:
+    """Per cell ``by``: mean over datasets of the per-dataset seed means.
+
+    Columns: ``mean``, ``seed_std`` (the mean over datasets of the seed std within a dataset: the
+    spread a new seed would show), ``n_datasets``, ``n_runs``, ``min_seeds``, ``max_seeds``.
+    """
+    per_dataset = dataset_means(df, protocol, by)
+    grouped = per_dataset.groupby(list(by), dropna=False, sort=True)
+    table = grouped.agg(mean=("mean", "mean"), seed_std=("std", "mean"), n_datasets=("dataset", "nunique"),
+                        n_runs=("n_runs", "sum"), min_seeds=("n_seeds", "min"),
+                        max_seeds=("n_seeds", "max")).reset_index()
+    return labelled(table, protocol, pooled=per_dataset.attrs["pooled"])
+
+
+def labelled(table: pd.DataFrame, protocol: str, **attrs: Any) -> pd.DataFrame:
+    """Attach the protocol and its label (and any other notes) to a table's attrs."""
+    table.attrs.update({"protocol": protocol, "label": protocol_label(protocol), **attrs})
+    table.attrs.setdefault("pooled", [])
+    return table
+
+
+def wide(per_dataset: pd.DataFrame, by: Sequence[str], values: str, sep: str = "/") -> pd.DataFrame:
+    """Pivot :func:`dataset_means` output to rows dataset, one column per cell (in the study's order)."""
+    by = list(by)
+    labels = [sep.join(map(str, key)) for key in per_dataset[by].itertuples(index=False)]
+    cells = per_dataset.assign(cell=pd.Series(labels, index=per_dataset.index, dtype=object))
+    order = cells.drop_duplicates("cell").sort_values(by, key=sort_key)["cell"]
+    return cells.pivot(index="dataset", columns="cell", values=values).reindex(columns=list(order))
+
+
+def dataset_matrix(df: pd.DataFrame, protocol: str, by: Sequence[str] = CELL, sep: str = "/",
+                   common_seeds: bool = False) -> pd.DataFrame:
+    """Rows dataset, one column per cell ``by`` (joined with ``sep``): seed-mean accuracy.
+
+    With ``common_seeds`` each dataset keeps only the seeds every cell ran, so a rank comparison
+    across cells is paired like the delta tables (a dataset where no seed is shared is dropped).
+    """
+    runs = usable_runs(df, protocol)
+    if common_seeds and len(runs):
+        seeds = per_seed(runs, by)
+        cells = seeds[list(by)].astype(str).agg(sep.join, axis=1)
+        shared = seeds.assign(cell=cells).pivot_table(index=["dataset", "seed"], columns="cell", values="acc").dropna()
+        runs = runs[pd.MultiIndex.from_frame(runs[["dataset", "seed"]]).isin(shared.index)]
+    per_dataset = dataset_means(runs, protocol, by)
+    return labelled(wide(per_dataset, by, "mean", sep), protocol, pooled=per_dataset.attrs["pooled"],
+                    common_seeds=common_seeds)
+
+
+def grid_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Mean accuracy over datasets per encoder, arm, lr, num_kernels and num_tokens (long format)."""
+    table = aggregate(df, protocol, GRID_KEYS)
+    pooled_keys = table.attrs["pooled"]
+    table = table.sort_values(list(GRID_KEYS), key=sort_key).reset_index(drop=True)
+    return labelled(table, protocol, pooled=pooled_keys)
+
+
+def grid_matrix(grid: pd.DataFrame, encoder: str, arm: str, num_tokens: Any) -> pd.DataFrame:
+    """One heatmap panel from :func:`grid_table`: rows lr, columns num_kernels ("-" when not used).
+
+    Rows and columns span every lr and num_kernels the encoder/arm was run with at any num_tokens,
+    so the panels of one figure line up (cells never run are NaN).
+    """
+    cells = grid[(grid["encoder"] == encoder) & (grid["arm"] == arm)]
+    cells = cells.assign(num_kernels=cells["num_kernels"].map(lambda k: "-" if pd.isna(k) else str(int(k))))
+    panel = cells[cells["num_tokens"] == num_tokens]
+    matrix = panel.pivot_table(index="lr", columns="num_kernels", values="mean", aggfunc="mean")
+    kernels = sorted(cells["num_kernels"].unique(), key=lambda k: (k == "-", int(k) if k != "-" else 0))
+    return matrix.reindex(index=sorted(cells["lr"].unique()), columns=kernels)
+
+
+def _mean_std(mean: float, std: float, n: int) -> str:
+    seeds = f"({n} seed{'s' if n != 1 else ''})"
+    return f"{mean:.3f} {seeds}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f} {seeds}"
+
+
+def per_dataset_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Rows dataset, columns ``variant/arm``: ``"mean ± std (n seeds)"`` strings."""
+    per_dataset = dataset_means(df, protocol, CELL)
+    text = [_mean_std(m, s, n) for m, s, n in
+            zip(per_dataset["mean"], per_dataset["std"], per_dataset["n_seeds"], strict=True)]
+    table = wide(per_dataset.assign(text=pd.Series(text, index=per_dataset.index, dtype=object)), CELL, "text")
+    return labelled(table.fillna(""), protocol, pooled=per_dataset.attrs["pooled"])
+
+
+def reference_table(df: pd.DataFrame, protocol: str, reference_csv: str | Path | None = None,
+                    methods: Sequence[str] = DEFAULT_METHODS, archive: str = DEFAULT_ARCHIVE) -> pd.DataFrame:
+    """Our per-dataset seed means beside published accuracies for the same datasets.
+
+    Published numbers are taken from ``reference_csv`` (default: the copy under ``results/reference``)
+    for rows whose ``archive`` equals ``archive``; each column is labelled ``method (source_repo)``.
+    """
+    ours = dataset_matrix(df, protocol)
+    reference_csv = Path(reference_csv or repo_root() / REFERENCE_CSV)
+    reference = pd.read_csv(reference_csv)
+    missing = [m for m in methods if m not in set(reference["method"])]
+    if missing:
+        warn_once("methods not in %s: %s (available: %s)", reference_csv, missing,
+                  sorted(reference["method"].unique()))
+    rows = reference[reference["method"].isin(methods) & (reference["archive"] == archive)
+                     & reference["dataset"].isin(ours.index)]
+    table = ours.copy()
+    for method in (m for m in methods if m not in missing):
+        picked = rows[rows["method"] == method]
+        repos = ", ".join(sorted(picked["source_repo"].astype(str).unique())) or "no rows for this archive"
+        table[f"{method} ({repos})"] = picked.set_index("dataset")["accuracy"].reindex(table.index)
+    return labelled(table, protocol, pooled=ours.attrs["pooled"],
+                    note=f"published columns: archive {archive}, from {reference_csv.name}")
+
+
+def protocol_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per variant and arm: the honest figure beside each study-protocol figure on the same runs.
+
+    For each study protocol present (``study_best_test``, ``study_min_train_loss``) only runs that carry
+    both numbers count; ``delta`` is study - honest over those runs (two-stage means), ``n runs`` how many.
+    Empty when no run carries a study figure.
+    """
+    rows = []
+    for protocol in ("study_best_test", "study_min_train_loss"):
+        column = accuracy_column(protocol)
+        if column not in df or df[column].notna().sum() == 0:
+            continue
+        both = df[df[column].notna() & df[PROTOCOLS[HONEST]].notna()]
+        honest = aggregate(both, HONEST).set_index(list(CELL))
+        study = aggregate(both, protocol).set_index(list(CELL))
+        for (variant, arm), cell in study.iterrows():
+            rows.append({"variant": variant, "arm": arm, "study figure": protocol,
+                         "honest": honest.loc[(variant, arm), "mean"], "study": cell["mean"],
+                         "delta": cell["mean"] - honest.loc[(variant, arm), "mean"],
+                         "n datasets": int(cell["n_datasets"]), "n runs": int(cell["n_runs"])})
+    table = pd.DataFrame(rows, columns=["variant", "arm", "study figure", "honest", "study", "delta",
+                                        "n datasets", "n runs"])
+    table = table.sort_values(["variant", "arm"], key=sort_key).reset_index(drop=True)
+    return labelled(table, HONEST, label=f"honest = {protocol_label(HONEST)}; study = {OPTIMISTIC_LABEL}")
+
+
+def cost_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per variant and arm: the mean of each ``record["cost"]`` field over the runs that report it."""
+    columns = [f"cost_{k}" for k in COST_KEYS if f"cost_{k}" in df and df[f"cost_{k}"].notna().any()]
+    if not columns:
+        table = pd.DataFrame(columns=[*CELL, "n runs"])
+    else:
+        costed = df[df[columns].notna().any(axis=1)].copy()
+        for column in columns:
+            costed[column] = pd.to_numeric(costed[column], errors="coerce")
+        table = costed.groupby(list(CELL), dropna=False).agg(
+            **{"n runs": ("cell", "size")}, **{c.removeprefix("cost_"): (c, "mean") for c in columns}).reset_index()
+        table = table.sort_values(list(CELL), key=sort_key).reset_index(drop=True)
+    table.attrs.update(label="cost per run, mean over the runs that report it (record['cost'])", pooled=[])
+    return table

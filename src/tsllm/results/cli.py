@@ -1,0 +1,71 @@
+"""``python -m tsllm.results``: records -> tidy table + report.md, printed too."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tsllm.results.aggregate import PROTOCOLS
+from tsllm.results.loading import load_records, parse_where, tidy_files
+from tsllm.results.markdown import headline_markdown, markdown_report
+from tsllm.results.paths import DEFAULT_OUT
+
+logger = logging.getLogger("tsllm.results")
+
+EPILOG = """examples:
+  python -m tsllm.results results/runs --sweep standalone --sweep hybrid --headline
+  python -m tsllm.results results/runs --where llm.weights=random --where data.name=GunPoint
+  python -m tsllm.results results/runs --out results --reference     # rewrites the committed evidence"""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    p = argparse.ArgumentParser(prog="python -m tsllm.results", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Run records -> one tidy table -> paired tables, report and plots.")
+    p.add_argument("dirs", nargs="+", type=Path, help="folders searched recursively for record.json")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"output folder (default ./{DEFAULT_OUT}; committed results/ only when named here)")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="val_selected")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep runs whose config key (dotted, e.g. llm.weights) or tidy column equals VALUE; repeatable")
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
+                   help="keep runs of this sweep_name; repeatable (any of them)")
+    p.add_argument("--reference", action="store_true", help="add published accuracies (results/reference)")
+    p.add_argument("--reference-csv", type=Path, default=None, help="override the reference CSV")
+    p.add_argument("--reference-arm", default=None,
+                   help="the arm controls are compared against (default: the pretrained frozen-LLM arm)")
+    p.add_argument("--cost", action="store_true", help="add the cost table (record['cost'] per arm)")
+    p.add_argument("--headline", action="store_true",
+                   help="print only the paired headline table (the README's); writes nothing")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Load and validate every record, then (and only then) write tidy.csv/.parquet and report.md."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        df = load_records(args.dirs, where=parse_where(args.where), sweeps=args.sweep)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if df.empty:
+        logger.error("no usable finished runs under %s: nothing written", [str(d) for d in args.dirs])
+        return 1
+    if args.headline:
+        print(headline_markdown(df, args.protocol), end="")
+        return 0
+    report = markdown_report(df, args.protocol, reference_csv=args.reference_csv, reference=args.reference,
+                             cost=args.cost, reference_arm=args.reference_arm)
+    files = {**tidy_files(df), "report.md": report.encode()}
+    out = args.out or DEFAULT_OUT
+    out.mkdir(parents=True, exist_ok=True)
+    for name, blob in files.items():
+        (out / name).write_bytes(blob)
+    print(report, end="")
+    logger.info("wrote %s", ", ".join(str(out / name) for name in files))
+    return 0

@@ -1,0 +1,363 @@
+"""Run records -> one tidy table: read, validate, identify cells, label arms, filter, write.
+
+Every number comes from ``record.json`` files (never from logs). A record that is failed, unfinished or
+malformed is listed once and skipped; nothing is written before every record has been read and checked.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tsllm.records import RECORD, config_hash
+
+logger = logging.getLogger("tsllm.results")
+
+# Scalar record keys copied verbatim into the tidy table, in this column order.
+SCALAR_KEYS = (
+    "status", "config_hash", "run_dir", "seed", "dataset", "encoder", "mode", "llm", "lr", "num_tokens",
+    "num_kernels", "protocol", "selection", "best_epoch", "epochs_run", "val_acc", "val_loss", "test_acc",
+    "test_loss", "test_acc_last_epoch", "train_acc_last_epoch", "study_best_test_acc",
+    "study_min_train_loss_test_acc", "stopped_early", "resumed_from_epoch", "seconds", "wall_seconds",
+)
+ACCURACY_KEYS = ("val_acc", "test_acc", "test_acc_last_epoch", "study_best_test_acc",
+                 "study_min_train_loss_test_acc")
+DATA_KEYS = ("n_train", "n_val", "n_test", "num_classes", "sha256", "leaks_test")
+COST_KEYS = ("flops_per_step", "tokens_per_step", "seconds_per_epoch", "peak_rss_bytes")
+# Config groups that make an arm (what reads the latents); everything else is the setting it runs in.
+ARM_GROUPS = ("mode", "reader", "llm")
+ARM_NAME_KEYS = ("reader.name", "mode.name")
+# Keys that say which data a run saw; the dataset column (name, plus checksum when ambiguous) stands for them.
+DATASET_KEYS = ("data.name", "data.root")
+INT_COLUMNS = ("seed", "num_tokens", "num_kernels", "best_epoch", "epochs_run", "resumed_from_epoch", "epochs",
+               "trainable_params", "frozen_params", "data_n_train", "data_n_val", "data_n_test", "data_num_classes")
+TIDY_COLUMNS = (
+    *SCALAR_KEYS, "reader", "sweep", "epochs", "trainable_params", "frozen_params", "git_sha", "device",
+    "data_name", *(f"data_{k}" for k in DATA_KEYS), *(f"cost_{k}" for k in COST_KEYS),
+    "cell", "context", "arm", "variant", "path",
+)
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str, *args: Any) -> None:
+    """Log a warning unless the same text was already logged (tables recompute the same groups often)."""
+    text = message % args if args else message
+    if text not in _warned:
+        _warned.add(text)
+        logger.warning(text)
+
+
+def _get(mapping: Any, *keys: str) -> Any:
+    """``mapping[k1][k2]...`` or None when any level is missing or not a dict."""
+    for key in keys:
+        if not isinstance(mapping, dict):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> ``{"train.lr": 1e-3, ...}``; lists become JSON text so they compare and store as one value."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else value
+    return flat
+
+
+def _without(config: dict[str, Any], *dotted: str) -> dict[str, Any]:
+    """A deep copy of ``config`` without the given top-level groups or dotted keys."""
+    pruned = json.loads(json.dumps(config, default=str))
+    for key in dotted:
+        *parents, leaf = key.split(".")
+        node = _get(pruned, *parents) if parents else pruned
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return pruned
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def validate(record: Any) -> str | None:
+    """Why ``record`` cannot be used (one line), or None when it is a finished, well-formed run record."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if "status" not in record:
+        return "not a run record (no 'status')"
+    if record["status"] != "finished":
+        return f"status {record['status']!r}" + (f": {record['error']}" if record.get("error") else "")
+    config = record.get("config")
+    if not isinstance(config, dict):
+        return "no 'config' object"
+    if not isinstance(_get(config, "data", "name"), str):
+        return "config key 'data.name' missing or not a string"
+    seed = config.get("seed", record.get("seed"))
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        return f"config key 'seed' is {seed!r} (expected an integer)"
+    lr = _get(config, "train", "lr")
+    if lr is not None and not _is_number(lr):
+        return f"config key 'train.lr' is {lr!r} (expected a number)"
+    if record.get("test_acc") is None:
+        return "finished without 'test_acc'"
+    for key in ACCURACY_KEYS:
+        value = record.get(key)
+        if value is not None and not (_is_number(value) and 0 <= value <= 1):
+            return f"key {key!r} is {value!r} (expected a number in [0, 1])"
+    return None
+
+
+def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"not readable JSON ({e})"
+    reason = validate(record)
+    return (None, reason) if reason else (record, None)
+
+
+def _tidy_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    row = {key: record.get(key) for key in SCALAR_KEYS}
+    config = record["config"]
+    # The config is the fallback for keys an older record may not have lifted to the top level.
+    fallbacks = {
+        "dataset": _get(config, "data", "name"), "encoder": _get(config, "encoder", "name"),
+        "mode": _get(config, "mode", "name") or _get(config, "reader", "name"), "lr": _get(config, "train", "lr"),
+        "num_tokens": _get(config, "encoder", "num_tokens"), "seed": config.get("seed"),
+    }
+    for key, value in fallbacks.items():
+        if row[key] is None:
+            row[key] = value
+    row.update(
+        reader=_get(config, "reader", "name"),
+        sweep=config.get("sweep_name"),
+        epochs=_get(config, "train", "epochs"),
+        trainable_params=_get(record, "params", "trainable"),
+        frozen_params=_get(record, "params", "frozen"),
+        git_sha=_get(record, "env", "git", "sha"),
+        device=_get(record, "env", "device"),
+        data_name=_get(config, "data", "name"),
+        # The cell is the run without its seed; the context also drops the arm, so two arms pair on it.
+        cell=config_hash(_without(config, "seed")),
+        context=config_hash(_without(config, "seed", *ARM_GROUPS)),
+        path=_shown(path),
+    )
+    row.update({f"data_{k}": _get(record, "data", k) for k in DATA_KEYS})
+    row.update({f"cost_{k}": _get(record, "cost", k) for k in COST_KEYS})
+    flat = flatten(config)
+    flat.pop("seed", None)
+    row.update({k: v for k, v in flat.items() if "." in k})  # top-level scalars (seed, sweep_name) are columns
+    return row
+
+
+def _shown(path: Path) -> str:
+    """The record's path relative to the working directory when below it, so committed tables travel."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _semantic(key: str, config: dict[str, Any]) -> bool:
+    """Whether ``key`` counts in the config hash (probing records.config_hash, not a copy of its rules)."""
+    return config_hash(config) != config_hash(_without(config, key))
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "null"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def varying_keys(df: pd.DataFrame) -> list[str]:
+    """Config columns (dotted) whose values differ across the rows of ``df``."""
+    return [c for c in df.columns if "." in c and df[c].map(_text).nunique() > 1]
+
+
+def _qualified(base: pd.Series, df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """``base`` suffixed with ``[k=v, ...]`` for the ``keys`` that vary among rows sharing that base."""
+    labels = base.astype(str).copy()
+    for name, rows in df.groupby(base, sort=False):
+        quals = [k for k in keys if rows[k].map(_text).nunique() > 1]
+        if quals:
+            text = rows[quals].apply(lambda r: ", ".join(f"{k}={_text(v)}" for k, v in r.items()), axis=1)
+            labels.loc[rows.index] = f"{name}[" + text + "]"
+    return labels
+
+
+def label_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Set ``arm`` and ``variant`` from the config keys that vary in ``df``; returns ``df``.
+
+    ``arm`` is the reader (or older records' mode) qualified by every reader/mode/LLM key that varies
+    among its runs (``hybrid[llm.weights=random]``); ``variant`` is the encoder qualified by every other
+    varying key (``inception[train.lr=0.0001]``), flagged when the run's data leaks TEST. Rows of one
+    (variant, arm) therefore differ only in dataset and seed: nothing else is ever averaged.
+    """
+    if df.empty:
+        return df.assign(arm=pd.Series(dtype=object), variant=pd.Series(dtype=object))
+    varying = [k for k in varying_keys(df) if k not in ARM_NAME_KEYS and k not in DATASET_KEYS]
+    arm_keys = [k for k in varying if k.split(".")[0] in ARM_GROUPS]
+    setting_keys = [k for k in varying if k not in arm_keys and k != "encoder.name"]
+    df["arm"] = _qualified(df["reader"].fillna(df["mode"]), df, arm_keys)
+    variant = _qualified(df["encoder"], df, setting_keys)
+    leaks = df["data_leaks_test"].map(lambda v: v is True or v == "True")
+    df["variant"] = variant.where(~leaks, variant + " (leaks TEST)")
+    return df
+
+
+def _matches(value: Any, wanted: str) -> bool:
+    if _is_number(value) and not (isinstance(value, float) and math.isnan(value)):
+        try:
+            return math.isclose(float(value), float(wanted), rel_tol=1e-9)
+        except ValueError:
+            return False
+    return _text(value) == wanted or (value is None and wanted in ("", "None", "null"))
+
+
+def parse_where(items: Sequence[str]) -> list[tuple[str, str]]:
+    """``["train.lr=1e-3", ...]`` -> ``[("train.lr", "1e-3"), ...]``; a malformed item raises ValueError."""
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--where {item!r}: expected key=value, e.g. llm.weights=random")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def select(df: pd.DataFrame, where: Sequence[tuple[str, str]] = (), sweeps: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows matching every ``key=value`` (a tidy column or a dotted config key) and one of ``sweeps``."""
+    mask = pd.Series(True, index=df.index)
+    for key, wanted in where:
+        if key not in df.columns:
+            dotted = sorted(c for c in df.columns if "." in c)
+            raise ValueError(f"--where {key}={wanted}: no column {key!r} (config keys: {', '.join(dotted[:12])}"
+                             f"{', ...' if len(dotted) > 12 else ''}; or a tidy column such as dataset, arm)")
+        mask &= df[key].map(lambda v, w=wanted: _matches(v, w))
+    if sweeps:
+        mask &= df["sweep"].isin(list(sweeps))
+    return df[mask].copy()
+
+
+def finish(df: pd.DataFrame, semantic: set[str] | None = None) -> pd.DataFrame:
+    """Keep the config columns that vary (and count in the config hash), type the table, label the arms."""
+    keep = [c for c in df.columns if "." not in c or semantic is None or c in semantic]
+    df = df[keep]
+    df = df[[c for c in df.columns if "." not in c] + varying_keys(df)].copy()
+    return label_runs(_typed(df))
+
+
+def load_records(paths: str | Path | Iterable[str | Path], where: Sequence[tuple[str, str]] = (),
+                 sweeps: Sequence[str] = ()) -> pd.DataFrame:
+    """Every usable ``record.json`` below ``paths`` (searched recursively) as one tidy row per finished run.
+
+    Failed, unfinished and malformed records are skipped, each named once in a warning and listed in
+    ``df.attrs["skipped"]`` (``"path: reason"``). Columns: :data:`TIDY_COLUMNS` plus every config key
+    that varies across the selected runs (dotted, e.g. ``llm.weights``). ``where``/``sweeps`` filter
+    as :func:`select`.
+    """
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    files: dict[Path, None] = {}  # ordered set: overlapping arguments must not count a run twice
+    for base in map(Path, paths):
+        if base.is_file():
+            files[base.resolve()] = None
+        elif base.is_dir():
+            files.update(dict.fromkeys(sorted(p.resolve() for p in base.rglob(RECORD))))
+        else:
+            warn_once("no such file or directory: %s", base)
+    rows, skipped, semantic = [], [], set()
+    probed: set[str] = set()
+    for path in files:
+        record, reason = _read(path)
+        if record is None:
+            skipped.append(f"{path}: {reason}")
+            continue
+        rows.append(_tidy_row(record, path))
+        for key in flatten(record["config"]):
+            if key not in probed and "." in key:
+                probed.add(key)
+                if _semantic(key, record["config"]):
+                    semantic.add(key)
+    for line in skipped:
+        warn_once("skipping %s", line)
+    extra = sorted({k for row in rows for k in row} - set(TIDY_COLUMNS))
+    df = pd.DataFrame(rows, columns=[*TIDY_COLUMNS, *extra])
+    df = _consistent(_disambiguated(df))
+    df = finish(select(df, where, sweeps), semantic)
+    df.attrs["skipped"] = skipped
+    logger.info("loaded %d finished runs; skipped %d", len(df), len(skipped))
+    return df
+
+
+def _disambiguated(df: pd.DataFrame) -> pd.DataFrame:
+    """Suffix a dataset name with its checksum where one name stands for several different files."""
+    shas = df.groupby("data_name")["data_sha256"].nunique()
+    ambiguous = df["data_name"].isin(shas[shas > 1].index)
+    if ambiguous.any():
+        df.loc[ambiguous, "dataset"] = df.loc[ambiguous, "data_name"] + "@" + df.loc[ambiguous, "data_sha256"].str[:8]
+        warn_once("datasets with several checksums kept apart: %s",
+                  ", ".join(sorted(df.loc[ambiguous, "dataset"].unique())))
+    return df
+
+
+def _consistent(df: pd.DataFrame) -> pd.DataFrame:
+    """One type per config column (mixed values become text), so CSV and parquet store them alike."""
+    for column in (c for c in df.columns if "." in c):
+        kinds = {type(v) for v in df[column] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+        numeric = all(issubclass(k, Real) and not issubclass(k, bool) for k in kinds)
+        if len(kinds) > 1 and not numeric:
+            df[column] = df[column].map(lambda v: None if v is None else v if isinstance(v, str) else json.dumps(v))
+    return df
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    # Nullable integers keep num_kernels=6 from printing as 6.0 next to the NaN of other encoders.
+    for column in INT_COLUMNS:
+        if column in df:
+            df[column] = pd.to_numeric(df[column], errors="coerce").round().astype("Int64")
+    return df
+
+
+def load_tidy(path: str | Path) -> pd.DataFrame:
+    """Read a tidy table written by the CLI (``.csv`` or ``.parquet``)."""
+    path = Path(path)
+    return _typed(pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path))
+
+
+def tidy_files(df: pd.DataFrame) -> dict[str, bytes]:
+    """``tidy.csv`` (always) and ``tidy.parquet`` (when pyarrow imports) as bytes, built before anything is written."""
+    out = {"tidy.csv": df.to_csv(index=False).encode()}
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        logger.info("pyarrow not importable: tidy.parquet not written")
+    else:
+        buffer = io.BytesIO()
+        df.to_parquet(buffer, index=False)
+        out["tidy.parquet"] = buffer.getvalue()
+    return out
+
+
+def write_tidy(df: pd.DataFrame, out: str | Path) -> list[Path]:
+    """Write :func:`tidy_files` into ``out``; returns the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, blob in tidy_files(df).items():
+        (out / name).write_bytes(blob)
+        written.append(out / name)
+    return written

@@ -1,0 +1,169 @@
+"""Paired comparisons and their statistics: pairs on dataset and seed, Wilcoxon, bootstrap CI, ranks.
+
+A comparison of two arms uses only (dataset, seed) pairs both arms ran with the same everything else
+(the ``context`` column: the config without seed and arm). Arm means sit beside the delta over those
+pairs only. Tests run over datasets (seeds averaged within a dataset first), the independent unit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from tsllm.results.aggregate import MODE_ORDER, labelled, ordered, per_seed, sort_key, usable_runs
+
+# An exact two-sided signed-rank test over n pairs cannot give p < 0.05 below n = 6 (n = 5: p >= 0.0625).
+MIN_PAIRED = 6
+BOOTSTRAP = 10_000
+BASELINE_BASES = ("standalone", "mean")
+REFERENCE_BASES = ("hybrid", "llm")
+PAIRED_COLUMNS = ("variant", "arm", "vs", "n pairs", "n datasets", "mean vs", "mean arm", "delta",
+                  "median delta", "ci low", "ci high", "p_wilcoxon", "note")
+
+
+def paired_wilcoxon(x: Sequence[float], y: Sequence[float]) -> tuple[float, str]:
+    """Two-sided Wilcoxon signed-rank p of paired ``x`` vs ``y``, or NaN and the reason it is not given."""
+    diff = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    if len(diff) < MIN_PAIRED:
+        return math.nan, f"{len(diff)} paired datasets: no p < 0.05 is possible below {MIN_PAIRED}"
+    if np.all(diff == 0):
+        return math.nan, "all paired differences are zero"
+    return float(stats.wilcoxon(x, y).pvalue), ""
+
+
+def bootstrap_median_ci(diff: Sequence[float], level: float = 0.95, reps: int = BOOTSTRAP,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the median of ``diff`` (resampling its entries, seeded); NaN below 2."""
+    diff = np.asarray(diff, dtype=float)
+    if len(diff) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    medians = np.median(diff[rng.integers(0, len(diff), size=(reps, len(diff)))], axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _base(arm: str) -> str:
+    return str(arm).split("[")[0]
+
+
+def default_baseline(arms: Sequence[str]) -> str | None:
+    """The no-LLM arm: ``standalone`` (or the ``mean`` reader), unqualified if there is one."""
+    candidates = [a for a in ordered(arms, MODE_ORDER) if _base(a) in BASELINE_BASES]
+    return next((a for a in candidates if a in BASELINE_BASES), candidates[0] if candidates else None)
+
+
+def default_reference(arms: Sequence[str]) -> str | None:
+    """The pretrained frozen-LLM arm the controls are measured against.
+
+    ``hybrid`` itself when unqualified; otherwise the hybrid arm whose qualifiers are fewest once
+    defaults (``null``, ``pretrained``) are discounted.
+    """
+    candidates = [a for a in arms if _base(a) in REFERENCE_BASES]
+    if not candidates:
+        return None
+
+    def changes(arm: str) -> int:
+        quals = arm[len(_base(arm)):].strip("[]").split(", ") if "[" in arm else []
+        return sum(not q.endswith(("=null", "=pretrained")) for q in quals)
+
+    return min(candidates, key=lambda a: (changes(a), a not in REFERENCE_BASES, a))
+
+
+def paired_datasets(df: pd.DataFrame, protocol: str, baseline: str | None = None,
+                    arms: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per variant, arm and dataset: both arms' means over the seeds they share (the pairs).
+
+    Columns: ``variant``, ``arm``, ``vs`` (the baseline arm), ``dataset``, ``n pairs`` (paired seeds),
+    ``acc vs``, ``acc arm``. ``baseline`` defaults to the no-LLM arm (:func:`default_baseline`).
+    """
+    runs = usable_runs(df, protocol)
+    all_arms = list(runs["arm"].unique()) if len(runs) else []
+    baseline = baseline or default_baseline(all_arms)
+    columns = ["variant", "arm", "vs", "dataset", "n pairs", "acc vs", "acc arm"]
+    if baseline is None or runs.empty:
+        return pd.DataFrame(columns=columns)
+    seeds = per_seed(runs, ["variant", "arm", "context"])
+    base = seeds[seeds["arm"] == baseline]
+    keys = ["variant", "context", "dataset", "seed"]
+    frames = []
+    for arm in [a for a in ordered(arms or all_arms, MODE_ORDER) if a != baseline]:
+        pairs = base.merge(seeds[seeds["arm"] == arm], on=keys, suffixes=(" vs", " arm"))
+        grouped = pairs.groupby(["variant", "dataset"], sort=False)
+        per_dataset = grouped.agg(**{"n pairs": ("seed", "size"), "acc vs": ("acc vs", "mean"),
+                                     "acc arm": ("acc arm", "mean")}).reset_index()
+        frames.append(per_dataset.assign(arm=arm, vs=baseline))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    out = out.reindex(columns=columns)
+    out.attrs["baseline"] = baseline
+    return out
+
+
+def paired_table(df: pd.DataFrame, protocol: str, baseline: str | None = None,
+                 arms: Sequence[str] | None = None) -> pd.DataFrame:
+    """Each arm against ``baseline`` per variant, over the (dataset, seed) pairs both ran.
+
+    Columns: :data:`PAIRED_COLUMNS`. ``mean vs``/``mean arm``/``delta`` are means over datasets of the
+    per-dataset means over paired seeds; ``median delta`` with a bootstrap CI over datasets
+    (``ci low``/``ci high``); ``p_wilcoxon`` over datasets, or NaN with a ``note``.
+    """
+    per_dataset = paired_datasets(df, protocol, baseline, arms)
+    rows = []
+    for (variant, arm), group in per_dataset.groupby(["variant", "arm"], sort=False):
+        diff = (group["acc arm"] - group["acc vs"]).astype(float)
+        p_value, note = paired_wilcoxon(group["acc arm"], group["acc vs"])
+        low, high = bootstrap_median_ci(diff)
+        rows.append({"variant": variant, "arm": arm, "vs": group["vs"].iloc[0], "n pairs": int(group["n pairs"].sum()),
+                     "n datasets": len(group), "mean vs": group["acc vs"].mean(), "mean arm": group["acc arm"].mean(),
+                     "delta": diff.mean(), "median delta": diff.median(), "ci low": low, "ci high": high,
+                     "p_wilcoxon": p_value, "note": note})
+    table = pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
+    table = table.sort_values(["variant", "arm"], key=sort_key).reset_index(drop=True)
+    return labelled(table, protocol, baseline=per_dataset.attrs.get("baseline"))
+
+
+def headline_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Every arm against the no-LLM arm (hybrid - standalone), paired per variant."""
+    return paired_table(df, protocol)
+
+
+def controls_table(df: pd.DataFrame, protocol: str, reference: str | None = None) -> pd.DataFrame:
+    """Every arm against the pretrained frozen-LLM arm (:func:`default_reference` unless named), paired."""
+    runs = usable_runs(df, protocol)
+    reference = reference or default_reference(list(runs["arm"].unique()) if len(runs) else [])
+    if reference is None:
+        return labelled(pd.DataFrame(columns=list(PAIRED_COLUMNS)), protocol, baseline=None)
+    return paired_table(df, protocol, baseline=reference)
+
+
+def critical_difference(df_wide: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.Series, pd.DataFrame | None]:
+    """Average ranks (1 = best) of the methods (columns) over datasets (rows) and Nemenyi p-values.
+
+    Datasets missing any method are dropped. The p-value matrix (scikit-posthocs'
+    ``posthoc_nemenyi_friedman``) is None when the procedure is undefined (fewer than 3 methods or
+    3 complete datasets); ``avg_ranks.attrs`` then holds a ``note``, otherwise the Friedman p-value
+    ``friedman_p`` and ``n_datasets``.
+    """
+    complete = df_wide.dropna()
+    k, n = complete.shape[1], complete.shape[0]
+    # Highest accuracy gets rank 1; ties share the average rank.
+    avg_ranks = complete.rank(axis=1, ascending=False).mean().sort_values() if n else pd.Series(dtype=float)
+    avg_ranks.attrs.update(n_datasets=n, alpha=alpha, friedman_p=math.nan, note="")
+    if k < 3 or n < 3:
+        avg_ranks.attrs["note"] = (f"critical difference needs >= 3 methods and >= 3 datasets with all of "
+                                   f"them; have {k} methods, {n} complete datasets")
+        return avg_ranks, None
+    import scikit_posthocs as sp
+
+    avg_ranks.attrs["friedman_p"] = float(stats.friedmanchisquare(*complete.to_numpy().T).pvalue)
+    names = [str(c) for c in complete.columns]
+    sig = sp.posthoc_nemenyi_friedman(complete.to_numpy())
+    sig.index, sig.columns = names, names
+    ranks = avg_ranks.rename(index=str)
+    ranks.attrs.update(avg_ranks.attrs)
+    return ranks, sig
