@@ -128,18 +128,20 @@ def _direct_label_log_prob(llm: nn.Module, context: list[int], label: list[int])
     return sum(lp[len(context) - 1 + j, tok_id].item() for j, tok_id in enumerate(label))
 
 
-@pytest.mark.parametrize("labels", [None, ["up", "down"]], ids=["indices", "multi_token"])
-def test_icl_scores_equal_a_direct_log_probability(tiny, gunpoint, labels) -> None:
+@pytest.mark.parametrize(("labels", "cache_shots"), [(None, True), (["up", "down"], True), (None, False)],
+                         ids=["indices", "multi_token", "uncached_shots"])
+def test_icl_scores_equal_a_direct_log_probability(tiny, gunpoint, labels, cache_shots) -> None:
     llm, tok = tiny
     clf = TextICLClassifier(llm, tok, gunpoint.train.x, gunpoint.train.y, class_names=gunpoint.classes,
-                            shots=1, seed=0, labels=labels, token_budget=500, batch_size=3)
+                            shots=1, seed=0, labels=labels, token_budget=400, batch_size=2,
+                            cache_shots=cache_shots)
     assert not any(p.requires_grad for p in clf.parameters())
-    queries = gunpoint.test.x[:4]
+    queries = gunpoint.test.x[:3]
     logits = clf(torch.from_numpy(queries))
-    assert logits.shape == (4, 2) and clf.computed == 4
+    assert logits.shape == (3, 2) and clf.computed == 3
     for q, row in zip(queries, logits, strict=True):
         context, k = clf.context_ids(q.astype(np.float64))
-        assert len(context) + clf.max_label - 1 <= 500
+        assert len(context) + clf.max_label - 1 <= 400
         for c, label in enumerate(clf.label_ids):
             assert row[c].item() == pytest.approx(_direct_label_log_prob(llm, context, label), abs=1e-3)
 

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tsllm.backbone import decoder_of, input_embeddings
+from tsllm.backbone import cache_kwarg, decoder_of, input_embeddings
 from tsllm.model import prompt_token_ids
 
 log = logging.getLogger(__name__)
@@ -271,13 +271,39 @@ class _FrozenLMReader(nn.Module):
             out[idx] = hidden[:, -1].float().cpu()
         return out
 
-    def tail_log_probs(self, seqs: Sequence[Sequence[int]], n_last: int) -> list[Tensor]:
-        """Per sequence, [n_last, V] float32 log-probabilities predicted at its last n_last positions."""
+    def prefix_cache(self, prefix: Sequence[int]) -> list[tuple[Tensor, Tensor]]:
+        """Per-layer (key, value) of a shared prefix, batch 1: the few-shot part is read once per factor."""
+        kwarg = cache_kwarg(self.llm)
+        out = decoder_of(self.llm)(input_ids=torch.tensor([list(prefix)], device=self.device), use_cache=True)
+        cache = getattr(out, kwarg, None) or out.past_key_values
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def tail_log_probs(self, seqs: Sequence[Sequence[int]], n_last: int, prefix: Sequence[int] = (),
+                       prefix_kv: list[tuple[Tensor, Tensor]] | None = None) -> list[Tensor]:
+        """Per sequence, [n_last, V] float32 log-probabilities predicted at the last n_last positions of
+        ``prefix + seq``. With ``prefix_kv`` (from :meth:`prefix_cache`) only the sequences are run.
+
+        Rows are left-padded after the prefix: the mask hides the pads and positions continue from the
+        prefix, so each row computes what ``prefix + seq`` computes alone.
+        """
+        from transformers import DynamicCache
+
+        p = len(prefix)
+        if p and prefix_kv is None:
+            seqs, p = [list(prefix) + list(s) for s in seqs], 0
         out: list[Tensor] = [torch.empty(0)] * len(seqs)
         for idx, (ids, mask, pos) in self._batches(seqs):
+            b = len(idx)
+            kwargs: dict[str, Any] = {"use_cache": False}
+            if p:
+                cache = DynamicCache(config=self.llm.config)
+                for layer, (k, v) in enumerate(prefix_kv):
+                    cache.update(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1), layer)
+                mask = torch.cat([torch.ones(b, p, dtype=mask.dtype, device=mask.device), mask], dim=1)
+                kwargs = {"use_cache": True, cache_kwarg(self.llm): cache}
             # logits_to_keep: the full [B, n, V] logits of a long few-shot context would not fit in memory.
-            logits = self.llm(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
-                              logits_to_keep=n_last).logits
+            logits = self.llm(input_ids=ids, attention_mask=mask, position_ids=pos + p,
+                              logits_to_keep=n_last, **kwargs).logits
             lp = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, i in enumerate(idx):
                 out[i] = lp[row]
@@ -343,15 +369,17 @@ class TextICLClassifier(_FrozenLMReader):
     ``shots`` TRAIN series per class, drawn and ordered by ``seed``, go into the prompt. A query and the
     shots share one downsampling factor, the smallest that fits the whole context in ``token_budget``.
     ``labels`` are the label texts (default: the class indices "0".."K-1", single tokens in most
-    tokenizers); ``class_names`` only name classes in error messages.
+    tokenizers); ``class_names`` only name classes in error messages. With ``cache_shots`` the few-shot
+    prefix's key/value cache is computed once per factor and each query runs only its own tokens.
     """
 
     def __init__(self, llm: nn.Module, tokenizer: Any, train_x: np.ndarray, train_y: np.ndarray, *,
                  class_names: Sequence[str], shots: int = 1, seed: int = 0, labels: Sequence[str] | None = None,
                  decimals: int = 2, token_budget: int = 2048,
                  prompt: str = "Each series below is followed by its class label.",
-                 cache_path: str | Path | None = None, batch_size: int = 4) -> None:
+                 cache_path: str | Path | None = None, batch_size: int = 4, cache_shots: bool = True) -> None:
         super().__init__(llm, tokenizer, token_budget, batch_size)
+        self.cache_shots = cache_shots
         k_classes = len(class_names)
         labels = [str(c) for c in range(k_classes)] if labels is None else list(labels)
         if len(labels) != k_classes:
@@ -421,17 +449,21 @@ class TextICLClassifier(_FrozenLMReader):
         # Classes whose labels share all but their last token are scored from one sequence: with
         # single-token labels, one LM pass per query scores every class.
         prefixes = sorted({tuple(ids[:-1]) for ids in self.label_ids})
-        contexts = [self.context_ids(s) for s in series]
-        seqs = [ctx + list(p) for ctx, _ in contexts for p in prefixes]
-        lps = self.tail_log_probs(seqs, self.max_label)
-        rows = []
-        for q, (_, k) in enumerate(contexts):
-            scores = torch.empty(len(self.label_ids))
-            for c, ids in enumerate(self.label_ids):
-                lp = lps[q * len(prefixes) + prefixes.index(tuple(ids[:-1]))]
-                m = len(ids)  # the label's tokens are predicted at the last m kept positions
-                scores[c] = lp[self.max_label - m:].gather(1, torch.tensor(ids)[:, None]).sum()
-            rows.append((scores, k))
+        factors = [self.context_ids(s)[1] for s in series]
+        rows: list[tuple[Tensor, int]] = [(torch.empty(0), 0)] * len(series)
+        for k in sorted(set(factors)):  # queries of one factor share the few-shot prefix and its cache
+            which = [q for q, f in enumerate(factors) if f == k]
+            shots = self._shots_prefix(k)
+            tails = [self._series(series[q], k) + self.label_tag + list(p) for q in which for p in prefixes]
+            kv = self.prefix_cache(shots) if self.cache_shots else None
+            lps = self.tail_log_probs(tails, self.max_label, prefix=shots, prefix_kv=kv)
+            for j, q in enumerate(which):
+                scores = torch.empty(len(self.label_ids))
+                for c, ids in enumerate(self.label_ids):
+                    lp = lps[j * len(prefixes) + prefixes.index(tuple(ids[:-1]))]
+                    m = len(ids)  # the label's tokens are predicted at the last m kept positions
+                    scores[c] = lp[self.max_label - m:].gather(1, torch.tensor(ids)[:, None]).sum()
+                rows[q] = (scores, k)
         return rows
 
     def forward(self, x: Tensor) -> Tensor:
