@@ -133,7 +133,7 @@ def fit_to_budget(x: np.ndarray, tokenizer: Any, prompt_ids_len: int, budget: in
 
 def series_key(series: Tensor) -> str:
     """A content hash of one series (shape and float32 bytes): equal series share their features."""
-    a = series.detach().to("cpu", torch.float32).contiguous().numpy()
+    a = series.detach().to("cpu", torch.float32).contiguous().numpy()  # no-op for a row already there
     return hashlib.sha256(f"{a.shape}".encode() + a.tobytes()).hexdigest()
 
 
@@ -312,10 +312,11 @@ class _FrozenLMReader(nn.Module):
     def _memoised(self, x: Tensor, memo: OutputMemo, compute: Callable[[list[np.ndarray]], list[tuple[Tensor, int]]]
                   ) -> Tensor:
         """Rows for x [B, C, T] from the memo, computing (and saving) only series not seen before."""
-        keys = [series_key(s) for s in x]
+        x_cpu = x.detach().to("cpu", torch.float32)  # one transfer for the batch, not one per series
+        keys = [series_key(s) for s in x_cpu]
         todo = {k: i for i, k in enumerate(keys) if k not in memo}
         if todo:
-            series = [x[i].detach().to("cpu", torch.float64).numpy() for i in todo.values()]
+            series = [x_cpu[i].double().numpy() for i in todo.values()]
             # Outside inference mode: rows made under it (during evaluation) could not feed a training step.
             with torch.inference_mode(False), torch.no_grad():
                 rows = compute(series)
