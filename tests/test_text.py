@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from test_hybrid import spec_of
-from tsllm.backbone import freeze, load_llm
+from tsllm.backbone import LLMSpec, decoder_of, freeze, load_llm
 from tsllm.data import load_ucr
 from tsllm.readers.text import (
     TextICLClassifier,
@@ -72,19 +72,34 @@ def test_budget_smaller_than_the_prompt_is_one_clear_line(tiny, gunpoint) -> Non
         TextSeriesEncoder(llm, tok, PROMPT, token_budget=100_000)
 
 
-def test_probe_features_are_the_last_hidden_state_of_prompt_and_series(tiny, gunpoint) -> None:
-    llm, tok = tiny
-    x = torch.from_numpy(gunpoint.train.x[:6])
+@pytest.fixture(scope="module")
+def tiny_gpt2():
+    # Learned absolute positions: a padded row whose positions were shifted would compute something else
+    # (Llama's rotary positions are shift-invariant and would hide that).
+    config = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 512}
+    llm, tok = load_llm(LLMSpec(name="gpt2", random_config=config))
+    return freeze(llm), tok
+
+
+@pytest.mark.parametrize("arch", ["tiny", "tiny_gpt2"])
+def test_probe_features_are_the_last_hidden_state_of_prompt_and_series(arch, request, gunpoint) -> None:
+    llm, tok = request.getfixturevalue(arch)
+    h = llm.get_input_embeddings().weight.shape[1]
+    # Series of different text lengths, so batches are padded.
+    x = torch.from_numpy(np.stack([*gunpoint.train.x[:4], np.zeros_like(gunpoint.train.x[0])]))
+    x[1] *= 10
+    p = len(tok(PROMPT.rstrip())["input_ids"])
+    assert len({len(fit_to_budget(s.numpy(), tok, p, 400, 2)[0]) for s in x}) > 2
     batched = TextSeriesEncoder(llm, tok, PROMPT, token_budget=400, batch_size=4)(x)
     single = TextSeriesEncoder(llm, tok, PROMPT, token_budget=400, batch_size=1)(x)
-    assert batched.shape == (6, 1, 64) and batched.dtype == torch.float32
+    assert batched.shape == (5, 1, h) and batched.dtype == torch.float32
     # Left padding with a mask and shifted positions computes what each series computes alone.
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
 
-    text, _ = fit_to_budget(x[2].numpy(), tok, len(tok(PROMPT.rstrip())["input_ids"]), 400, 2)
+    text, _ = fit_to_budget(x[2].numpy(), tok, p, 400, 2)
     ids = tok(PROMPT.rstrip())["input_ids"] + series_token_ids(tok, text)
     assert tok.decode(ids) == PROMPT + text
-    direct = llm.get_decoder()(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+    direct = decoder_of(llm)(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
     torch.testing.assert_close(single[2, 0], direct, atol=1e-5, rtol=1e-4)
 
 

@@ -317,8 +317,8 @@ class _FrozenLMReader(nn.Module):
         todo = {k: i for i, k in enumerate(keys) if k not in memo}
         if todo:
             series = [x_cpu[i].double().numpy() for i in todo.values()]
-            # Outside inference mode: rows made under it (during evaluation) could not feed a training step.
-            with torch.inference_mode(False), torch.no_grad():
+            # Rows made under inference mode (evaluation) are safe to reuse in training: `stack` copies them.
+            with torch.no_grad():
                 rows = compute(series)
             for key, (row, factor) in zip(todo, rows, strict=True):
                 memo.put(key, row, factor)
