@@ -219,3 +219,21 @@ def test_text_probe_learns_gunpoint_with_smollm2() -> None:
     print(f"text_probe GunPoint SmolLM2: test acc {acc:.3f}, features {seconds:.0f} s for "
           f"{enc.computed} series, downsampling {enc.downsample_factors}")
     assert acc > 0.6
+
+
+def test_mode_text_probe_runs_end_to_end_and_reads_each_series_once(tmp_path) -> None:
+    from conftest import make_cfg
+
+    from tsllm.data import load_ucr
+    from tsllm.train import run
+
+    cfg = make_cfg("mode=text", "llm=tiny_random", "train.epochs=2", "reader.token_budget=200")
+    rec = run(cfg, run_dir=tmp_path / "run")
+    data = load_ucr("ItalyPowerDemand", val_fraction=cfg.data.val_fraction, seed=0)
+    distinct = {s.tobytes() for split in (data.train, data.val, data.test) for s in split.x}
+    assert rec["status"] == "finished" and rec["mode"] == "text" and rec["encoder"] == "none"
+    assert rec["reader_stats"]["llm_reads"] == len(distinct)  # two epochs, one read per series
+    assert (tmp_path / "run" / "features.pt").is_file()
+    again = run(make_cfg("mode=text", "llm=tiny_random", "train.epochs=2", "reader.token_budget=200", "seed=1"),
+                run_dir=tmp_path / "other")
+    assert again["reader_stats"]["llm_reads"] == len(distinct)

@@ -35,7 +35,8 @@ class TSClassifier(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.reader = reader
-        self.head = nn.Linear(latent_dim, num_classes)
+        # A reader that already gives class logits (in-context classification) needs no head.
+        self.head = nn.Identity() if getattr(reader, "gives_logits", False) else nn.Linear(latent_dim, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.reader(self.encoder(x)))
@@ -75,21 +76,27 @@ def _plain(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def build_model(cfg: Any, data: DataShape, *, seed: int | None = None) -> TSClassifier:
+def build_model(cfg: Any, data: DataShape, *, seed: int | None = None, run_dir: Any = None) -> TSClassifier:
     """Join the configured encoder, reader and a head for a dataset. The LLM is loaded only if the reader uses one.
 
     H, the latent size, is the configured LLM's hidden size (read from its config, no weights) in every
-    mode, so the encoder of a standalone run is the same network as that of a hybrid run.
+    mode, so the encoder of a standalone run is the same network as that of a hybrid run. ``encoder=none``
+    hands the raw series to a reader that reads series itself (mode=text).
     """
     seed = cfg.seed if seed is None else seed
     spec = LLMSpec.from_cfg(_plain(cfg.llm))
     latent_dim = hidden_size(load_config(spec))
     enc_args = _plain(cfg.encoder)
     name = enc_args.pop("name")
-    encoder = build_encoder(name, in_channels=data.n_channels, length=data.length, latent_dim=latent_dim, **enc_args)
+    encoder = (nn.Identity() if name == "none" else
+               build_encoder(name, in_channels=data.n_channels, length=data.length, latent_dim=latent_dim, **enc_args))
     ctx = ReaderContext(spec=spec, hidden_size=latent_dim, num_tokens=getattr(encoder, "num_tokens", 1),
-                        num_classes=data.num_classes, dataset=data.name, seed=seed)
+                        num_classes=data.num_classes, dataset=data.name, seed=seed,
+                        run_dir=None if run_dir is None else str(run_dir), data=data)
     reader = build_reader(cfg.reader, ctx)
+    if (name == "none") != reader.reads_series:
+        raise ValueError(f"reader={cfg.reader.name} with encoder={name}: a reader of raw series (mode=text) goes "
+                         "with encoder=none, and a reader of latents needs an encoder")
     return TSClassifier(encoder, reader, latent_dim, data.num_classes)
 
 

@@ -94,7 +94,7 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dic
                     seed=cfg.seed, missing=cfg.data.missing)
     if previous is not None and previous.get("data", {}).get("sha256") != data.meta.get("sha256"):
         raise RunDirConflict(f"{run_dir}: the dataset files changed since this run started (checksum differs)")
-    model = build_model(cfg, data)
+    model = build_model(cfg, data, run_dir=run_dir)
     mode = reader_mode(model)
     record.update(dataset=data.name, encoder=cfg.encoder.name, mode=mode, reader=cfg.reader.name,
                   arm=arm_label(cfg, mode), llm=cfg.llm.name if mode != "standalone" else None, lr=cfg.train.lr,
@@ -107,6 +107,8 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dic
     result = fit(model, data, TrainConfig.from_cfg(cfg.train), seed=cfg.seed, run_dir=run_dir,
                  on_epoch=lambda row: tracker.log(row, step=int(row["epoch"])))
     metrics = result.to_dict()
+    if callable(stats := getattr(model.reader, "stats", None)):
+        record["reader_stats"] = stats()
     record.update(status="finished", **metrics)
     log.info("%s: val_acc=%s test_acc=%.4f (selected at epoch %d by %s; last epoch %.4f) in %.0f s -> %s",
              name, f"{result.val_acc:.4f}" if result.val_acc is not None else "n/a", result.test_acc,

@@ -15,6 +15,7 @@ from tsllm.readers.attention import AttentionReader
 from tsllm.readers.base import Reader, ReaderContext
 from tsllm.readers.llm import LLMReader, prompt_token_ids, suffix_token_ids
 from tsllm.readers.mean import MeanReader
+from tsllm.readers.text import TextICLReader, TextProbeReader
 from tsllm.readers.transformer_layer import TransformerLayerReader
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "MeanReader",
     "Reader",
     "ReaderContext",
+    "TextICLReader",
+    "TextProbeReader",
     "TransformerLayerReader",
     "build_reader",
     "prompt_token_ids",

@@ -29,6 +29,8 @@ class ReaderContext:
     num_classes: int
     dataset: str
     seed: int
+    run_dir: str | None = None     # where a reader may keep what it computes once (text features)
+    data: Any = None               # the dataset, for readers that draw from TRAIN (text_icl's shots)
     _loaded: tuple[nn.Module, Any] | None = field(default=None, repr=False)
 
     def llm(self) -> tuple[nn.Module, Any]:
@@ -65,9 +67,15 @@ class Reader(nn.Module):
         perm = torch.randperm(num_tokens, generator=torch.Generator().manual_seed(seed))
         self.register_buffer("eval_permutation", perm, persistent=False)
 
+    #: True when the reader takes the raw series [B, C, T] itself (encoder=none); False for latents.
+    reads_series: ClassVar[bool] = False
+    #: True when the reader's output is already class logits [B, K] (no head).
+    gives_logits: ClassVar[bool] = False
+
     @classmethod
     def reads_with_llm(cls) -> bool:
-        return cls.mode != "standalone"
+        """Whether latent tokens go into an LLM (what the align options act on)."""
+        return cls.mode in ("hybrid", "lora")
 
     @classmethod
     def from_context(cls, ctx: ReaderContext, **args: Any) -> Reader:

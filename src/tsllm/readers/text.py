@@ -45,7 +45,8 @@ import torch
 from torch import Tensor, nn
 
 from tsllm.backbone import cache_kwarg, decoder_of, input_embeddings
-from tsllm.model import prompt_token_ids
+from tsllm.readers.base import Reader, ReaderContext
+from tsllm.readers.llm import format_prompt, prompt_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -469,3 +470,73 @@ class TextICLClassifier(_FrozenLMReader):
 
     def forward(self, x: Tensor) -> Tensor:
         return self._memoised(x, self.memo, self._compute)
+
+
+# --------------------------------------------------------------------------- readers (mode=text)
+
+
+class TextProbeReader(Reader):
+    """``mode=text`` with a linear probe: the series as text through the frozen LLM, its last state to the head.
+
+    It reads the raw series (``encoder=none``); nothing upstream of the head trains, so each series'
+    feature is computed once and kept in ``<run_dir>/features.pt``.
+    """
+
+    mode = "text"
+    reads_series = True
+
+    def __init__(self, features: TextSeriesEncoder, *, seed: int = 0, align: dict | None = None) -> None:
+        super().__init__(num_tokens=1, seed=seed, align=align)
+        self.features = features
+
+    @classmethod
+    def from_context(cls, ctx: ReaderContext, *, template: str, decimals: int = 2, token_budget: int = 2048,
+                     batch_size: int = 8, align: dict | None = None) -> TextProbeReader:
+        llm, tokenizer = ctx.llm()
+        prompt = format_prompt(template, num_tokens=1, num_classes=ctx.num_classes, dataset=ctx.dataset)
+        cache = Path(ctx.run_dir) / "features.pt" if ctx.run_dir is not None else None
+        features = TextSeriesEncoder(llm, tokenizer, prompt, decimals=decimals, token_budget=token_budget,
+                                     cache_path=cache, batch_size=batch_size)
+        return cls(features, seed=ctx.seed, align=align)
+
+    def read(self, x: Tensor) -> Tensor:
+        return self.features(x)[:, 0]
+
+    def stats(self) -> dict[str, Any]:
+        """For the record: LLM reads done by this process and how much series were downsampled."""
+        return {"llm_reads": self.features.computed, "downsample": self.features.downsample_factors}
+
+
+class TextICLReader(Reader):
+    """``mode=text`` in context: k labelled TRAIN series per class in the prompt; logits are label log-probs.
+
+    Nothing trains: the head is the identity, and the run evaluates once.
+    """
+
+    mode = "text"
+    reads_series = True
+    gives_logits = True
+
+    def __init__(self, classifier: TextICLClassifier, *, seed: int = 0, align: dict | None = None) -> None:
+        super().__init__(num_tokens=1, seed=seed, align=align)
+        self.classifier = classifier
+
+    @classmethod
+    def from_context(cls, ctx: ReaderContext, *, prompt: str, shots: int = 1, decimals: int = 2,
+                     token_budget: int = 2048, batch_size: int = 4, labels: list[str] | None = None,
+                     align: dict | None = None) -> TextICLReader:
+        if ctx.data is None or getattr(ctx.data, "train", None) is None:
+            raise ValueError("reader=text_icl needs the TRAIN split to draw its shots from")
+        llm, tokenizer = ctx.llm()
+        cache = Path(ctx.run_dir) / "icl_scores.pt" if ctx.run_dir is not None else None
+        classifier = TextICLClassifier(llm, tokenizer, ctx.data.train.x, ctx.data.train.y,
+                                       class_names=ctx.data.classes, shots=shots, seed=ctx.seed, labels=labels,
+                                       decimals=decimals, token_budget=token_budget, prompt=prompt,
+                                       cache_path=cache, batch_size=batch_size)
+        return cls(classifier, seed=ctx.seed, align=align)
+
+    def read(self, x: Tensor) -> Tensor:
+        return self.classifier(x)
+
+    def stats(self) -> dict[str, Any]:
+        return {"llm_reads": self.classifier.computed, "downsample": self.classifier.downsample_factors}
