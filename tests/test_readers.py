@@ -238,3 +238,30 @@ def test_checkpoint_of_another_model_is_refused() -> None:
     assert not any(k.startswith("reader.llm") for k in a.trainable_state())
     with pytest.raises(RuntimeError, match="does not match.*unexpected.*reader"):
         b.load_trainable_state(a.trainable_state())
+
+
+# Control presets ---------------------------------------------------------------------------------------------
+
+CONTROLS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "control").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("control", CONTROLS)
+def test_every_control_builds_and_steps(control: str) -> None:
+    tiny_depth = ["llm.num_layers=1"] if control == "truncated" else []  # the tiny LLM has 2 layers, not 8+
+    model = build_model(make_cfg(f"control={control}", "llm=tiny_random", "encoder.channels=4", *tiny_depth), SHAPE)
+    x, y = torch.randn(4, 1, 24), torch.tensor([0, 1, 0, 1])
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+def test_control_arms_have_distinct_labels_and_hashes() -> None:
+    from tsllm.records import config_hash
+    from tsllm.train import arm_label
+
+    labels, hashes = set(), set()
+    for control in CONTROLS:
+        cfg = make_cfg(f"control={control}")
+        mode = "standalone" if cfg.reader.name in ("mean", "attention", "transformer_layer") else "hybrid"
+        labels.add(arm_label(cfg, mode) + str(cfg.encoder.get("kernel_sizes")))
+        hashes.add(config_hash(OmegaConf.to_container(cfg, resolve=True)))
+    assert len(labels) == len(hashes) == len(CONTROLS)
