@@ -222,10 +222,10 @@ def test_text_probe_learns_gunpoint_with_smollm2() -> None:
 
 
 def test_mode_text_probe_runs_end_to_end_and_reads_each_series_once(tmp_path) -> None:
-    from conftest import make_cfg
-
     from tsllm.data import load_ucr
     from tsllm.train import run
+
+    from conftest import make_cfg
 
     cfg = make_cfg("mode=text", "llm=tiny_random", "train.epochs=2", "reader.token_budget=200")
     rec = run(cfg, run_dir=tmp_path / "run")
