@@ -154,6 +154,31 @@ class TSClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.reader(self.encoder(x)))
 
+    def trainable_state(self) -> dict[str, Tensor]:
+        """What a checkpoint must hold: every state entry outside a frozen module, on CPU.
+
+        A module whose parameters are all frozen (the LLM, or its base layers under LoRA) is left out
+        whole, with its buffers and any quantisation state; encoder BatchNorm statistics are kept.
+        """
+        frozen = {name for name, m in self.named_modules(remove_duplicate=False)
+                  if (ps := list(m.parameters())) and not any(p.requires_grad for p in ps)}
+
+        def in_frozen(key: str) -> bool:
+            parts = key.split(".")
+            return any(".".join(parts[:i]) in frozen for i in range(1, len(parts)))
+
+        return {k: v.detach().cpu().clone() for k, v in self.state_dict().items() if not in_frozen(k)}
+
+    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
+        """Load a `trainable_state()`; RuntimeError naming missing or unexpected keys (or a shape mismatch)."""
+        expected = set(self.trainable_state())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise RuntimeError(f"trainable state does not match the model: missing keys {missing[:5]}"
+                               f"{' ...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+                               f"{' ...' if len(unexpected) > 5 else ''}")
+        self.load_state_dict(state, strict=False)
+
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     """Trainable and frozen parameter counts (the frozen LLM counts as frozen)."""

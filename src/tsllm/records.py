@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 RECORD = "record.json"
+FILE_MODE = 0o664  # records and checkpoints are readable by the group, whatever the umask
 # Keys that do not change a run's numbers: where it logs, whether it may resume, the sweep's folder name,
 # and the grid/dataset-set helpers, whose effect is already in the resolved encoder and data values.
 NON_SEMANTIC = ("logger", "sweep_name", "train.resume", "grid", "datasets")
@@ -93,6 +94,7 @@ def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".record.", suffix=".json", dir=run_dir)
     with os.fdopen(fd, "w") as f:
         json.dump(record, f, indent=2, default=str)
+    os.chmod(tmp, FILE_MODE)  # mkstemp makes it 0600; the group must read records on a shared disk
     os.replace(tmp, run_dir / RECORD)
     return run_dir / RECORD
 

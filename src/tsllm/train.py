@@ -83,21 +83,25 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, sweep_dir: str | Pat
 
 
 SUMMARY_KEYS = ("val_acc", "test_acc", "test_acc_last_epoch", "best_epoch", "epochs_run", "selection",
-                "study_best_test_acc", "seconds")
+                "study_best_test_acc", "study_min_train_loss_test_acc", "seconds")
 
 
 def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dict[str, Any] | None,
            tracker: Any) -> None:
     """Load data, build the model, fit; fills `record` in place so a failure keeps what was known."""
+    train_cfg = TrainConfig.from_cfg(cfg.train)  # bad option values fail here, before data or model
     seed_everything(cfg.seed)
-    data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise, val_fraction=cfg.data.val_fraction,
+    # min_train_loss selects on TRAIN itself, so it trains on all of it: no validation carve-out.
+    val_fraction = 0.0 if train_cfg.selection == "min_train_loss" else cfg.data.val_fraction
+    data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise, val_fraction=val_fraction,
                     seed=cfg.seed, missing=cfg.data.missing)
     if previous is not None and previous.get("data", {}).get("sha256") != data.meta.get("sha256"):
         raise RunDirConflict(f"{run_dir}: the dataset files changed since this run started (checksum differs)")
     record.update(dataset=data.name, encoder=cfg.encoder.name, mode=cfg.mode.name,
                   llm=cfg.llm.name if cfg.mode.name != "standalone" else None, lr=cfg.train.lr,
                   num_tokens=cfg.encoder.get("num_tokens"), num_kernels=cfg.encoder.get("num_kernels"),
-                  protocol=cfg.train.protocol, data=data.meta, env=environment())
+                  protocol=train_cfg.protocol, selection_rule=train_cfg.selection, data=data.meta,
+                  env=environment())
     model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=data.n_channels, length=data.length,
                         num_classes=data.num_classes, dataset=data.name, seed=cfg.seed)
     record["params"] = parameter_counts(model)
@@ -105,7 +109,7 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dic
 
     name = f"{data.name}-{cfg.encoder.name}-{cfg.mode.name}-s{cfg.seed}"
     tracker.start(name=name, run_id=f"{record['config_hash']}-{cfg.seed}", config=record["config"], run_dir=run_dir)
-    result = fit(model, data, TrainConfig.from_cfg(cfg.train), seed=cfg.seed, run_dir=run_dir,
+    result = fit(model, data, train_cfg, seed=cfg.seed, run_dir=run_dir,
                  on_epoch=lambda row: tracker.log(row, step=int(row["epoch"])))
     metrics = result.to_dict()
     record.update(status="finished", **metrics)
