@@ -190,3 +190,19 @@ def test_early_stopping_on_validation(run_dir: Path) -> None:
               run_dir=run_dir)
     assert rec["stopped_early"] and rec["epochs_run"] < 50
     assert rec["epochs_run"] - rec["best_epoch"] == 2
+
+
+def test_config_hash_is_the_same_under_another_home_and_data_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    from omegaconf import OmegaConf
+
+    from tsllm.records import config_hash
+
+    monkeypatch.delenv("TSLLM_CACHE", raising=False)
+    hashes, caches = set(), set()
+    for home, root in (("/home/alice", None), ("/scratch/bob", "/data/ucr")):
+        monkeypatch.setenv("HOME", home)
+        config = OmegaConf.to_container(make_cfg(f"data.root={root}" if root else "data.root=null"), resolve=True)
+        caches.add(config["llm"]["cache_dir"])
+        hashes.add(config_hash(config))
+    assert len(caches) == 2 and len(hashes) == 1
+    assert config_hash(OmegaConf.to_container(make_cfg("train.lr=0.01"), resolve=True)) not in hashes

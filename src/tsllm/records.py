@@ -20,8 +20,10 @@ from typing import Any
 RECORD = "record.json"
 FILE_MODE = 0o664  # records and checkpoints are readable by the group, whatever the umask
 # Keys that do not change a run's numbers: where it logs, whether it may resume, the sweep's folder name,
-# and the grid/dataset-set helpers, whose effect is already in the resolved encoder and data values.
-NON_SEMANTIC = ("logger", "sweep_name", "train.resume", "grid", "datasets")
+# the grid/dataset-set helpers, whose effect is already in the resolved encoder and data values, and
+# machine-specific paths (a cache under HOME; the data folder, since data is identified by its checksum,
+# which a resumed run compares), so a sweep copied to another machine skips and resumes as before.
+NON_SEMANTIC = ("logger", "sweep_name", "train.resume", "grid", "datasets", "llm.cache_dir", "data.root")
 PACKAGES = ("tsllm", "torch", "transformers", "accelerate", "peft", "numpy", "pandas", "sktime", "hydra-core",
             "wandb")
 

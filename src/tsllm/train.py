@@ -33,6 +33,7 @@ from tsllm.records import (
     read_record,
     write_record,
 )
+from tsllm.tracking import run_labels
 
 log = logging.getLogger("tsllm.train")
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -107,8 +108,9 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dic
     record["params"] = parameter_counts(model)
     write_record(run_dir, record)
 
-    name = f"{data.name}-{cfg.encoder.name}-{cfg.mode.name}-s{cfg.seed}"
-    tracker.start(name=name, run_id=f"{record['config_hash']}-{cfg.seed}", config=record["config"], run_dir=run_dir)
+    name, tags = run_labels(cfg, data.name)
+    tracker.start(name=name, run_id=f"{record['config_hash']}-{cfg.seed}", config=record["config"], run_dir=run_dir,
+                  tags=tags)
     result = fit(model, data, train_cfg, seed=cfg.seed, run_dir=run_dir,
                  on_epoch=lambda row: tracker.log(row, step=int(row["epoch"])))
     metrics = result.to_dict()
