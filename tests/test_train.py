@@ -206,3 +206,25 @@ def test_config_hash_is_the_same_under_another_home_and_data_root(monkeypatch: p
         hashes.add(config_hash(config))
     assert len(caches) == 2 and len(hashes) == 1
     assert config_hash(OmegaConf.to_container(make_cfg("train.lr=0.01"), resolve=True)) not in hashes
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("train.lr=abc", "train.lr=abc: Value 'abc' of type 'str' could not be converted to Float"),
+    ("data.nmae=GunPoint", "data.nmae=GunPoint: unknown key; data takes name, root, normalise"),
+    ("train.selection=best", "train.selection='best': expected one of val, min_train_loss, last"),
+])
+def test_cli_bad_config_is_one_line_before_any_folder(tmp_path: Path, override: str, expected: str) -> None:
+    out = _cli(override, "logger=none", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {expected}")
+    assert list(tmp_path.iterdir()) == []  # no run folder, no outputs/
+
+
+def test_schema_rejects_wrong_types_when_composing() -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        make_cfg("train.epochs=many")
+    with pytest.raises(ConfigCompositionException):
+        make_cfg("logger=wandb", "logger.tags=3")

@@ -33,11 +33,13 @@ from tsllm.records import (
     read_record,
     write_record,
 )
+from tsllm.schema import check_overrides, register_schemas
 from tsllm.tracking import run_labels
 
 log = logging.getLogger("tsllm.train")
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 register_resolvers()  # conf/datasets/*.yaml expand dataset sets with it, before any job starts
+register_schemas()  # the typed schemas that conf/train, conf/data and conf/logger extend
 
 
 def _hydra_run_dir() -> Path:
@@ -145,5 +147,15 @@ def main(cfg: DictConfig) -> float:
     return math.nan if val_acc is None else float(val_acc)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m tsllm.train`: the config is checked first, so a wrong type or unknown key is one line
+    and no run folder is created; then Hydra runs `main`."""
+    problem = check_overrides(CONF_DIR, sys.argv[1:])
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()
