@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -89,6 +92,31 @@ SUMMARY_KEYS = ("val_acc", "test_acc", "test_acc_last_epoch", "best_epoch", "epo
                 "study_best_test_acc", "study_min_train_loss_test_acc", "seconds")
 
 
+def offline_if_hub_unreachable(name_or_path: str | None, timeout: float = 3.0) -> bool:
+    """Switch the Hugging Face libraries to their local cache when the hub cannot be reached.
+
+    Without this, a hub id that is not cached fails only after ~50 s of retries; with it, in seconds,
+    with the same message. Local folders, `package:` names and random-weight models are left alone.
+    Returns whether offline mode was switched on here.
+    """
+    import huggingface_hub.constants as hub
+
+    if (name_or_path is None or name_or_path.startswith(("package:", "/", ".", "~")) or hub.HF_HUB_OFFLINE
+            or Path(name_or_path).expanduser().exists()):
+        return False
+    url = urlparse(hub.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+        return False
+    except OSError as e:
+        log.info("Hugging Face hub %s unreachable (%s): reading llm.name_or_path=%s from the local cache only",
+                 hub.ENDPOINT, e, name_or_path)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hub.HF_HUB_OFFLINE = True  # read at import time by huggingface_hub and transformers
+    return True
+
+
 def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dict[str, Any] | None,
            tracker: Any) -> None:
     """Load data, build the model, fit; fills `record` in place so a failure keeps what was known."""
@@ -105,6 +133,7 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dic
                   num_tokens=cfg.encoder.get("num_tokens"), num_kernels=cfg.encoder.get("num_kernels"),
                   protocol=train_cfg.protocol, selection_rule=train_cfg.selection, data=data.meta,
                   env=environment())
+    offline_if_hub_unreachable(cfg.llm.name_or_path)
     model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=data.n_channels, length=data.length,
                         num_classes=data.num_classes, dataset=data.name, seed=cfg.seed)
     record["params"] = parameter_counts(model)
