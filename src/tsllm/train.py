@@ -40,7 +40,8 @@ from tsllm.schema import check_overrides, register_schemas
 from tsllm.tracking import run_labels
 
 log = logging.getLogger("tsllm.train")
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# conf/ inside the package: a link to the top-level conf/ in a checkout, a copy in an installed wheel.
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 register_resolvers()  # conf/datasets/*.yaml expand dataset sets with it, before any job starts
 register_schemas()  # the typed schemas that conf/train, conf/data and conf/logger extend
 
