@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 
 from tsllm.data import load_ucr
 from tsllm.loop import TrainConfig, fit
@@ -156,3 +157,17 @@ def test_record_carries_cost(run_dir: Path) -> None:
 def test_train_schema_matches_the_yaml() -> None:
     cfg = make_cfg()
     assert set(OmegaConf.to_container(cfg.train)) == set(TrainConfig.__dataclass_fields__)
+
+
+def test_flops_per_step_leave_out_the_one_off_prompt_cache(tmp_path: Path) -> None:
+    model, data = _model("mode=hybrid", "llm=tiny_random", "encoder=mlp", "encoder.hidden=8", base=())
+    fresh = copy.deepcopy(model)
+    res = fit(model, data, TrainConfig(epochs=1, batch_size=16), seed=0, run_dir=tmp_path)
+    x, y = torch.from_numpy(data.train.x[:16]), torch.from_numpy(data.train.y[:16])
+    fresh.eval()
+    with torch.no_grad():
+        fresh(x[:1])  # builds the prompt's key/value cache outside the count
+    fresh.train()
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(fresh(x), y).backward()
+    assert res.cost["flops_per_step"] == counter.get_total_flops()

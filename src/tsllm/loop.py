@@ -279,6 +279,7 @@ class _Fit:
         loss_sum, correct, n = 0.0, 0, 0
         for x, y in self.train_loader:
             if self.state.flops_per_step is None:
+                self.warm_up(x)
                 with FlopCounterMode(display=False) as counter:  # forward + backward, counted once per run
                     logits, loss = self.step(x, y, epoch)
                 self.state.flops_per_step = int(counter.get_total_flops())
@@ -291,6 +292,15 @@ class _Fit:
         # behind the weights. Only the encoder runs: the frozen LLM has no BatchNorm.
         update_bn(self.train_loader, self.base.encoder)
         return {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n}
+
+    def warm_up(self, x: torch.Tensor) -> None:
+        """One eval-mode forward of a single series, so that what is built once on first use (the LLM
+        prompt's key/value cache) is not counted as a training step's FLOPs. Eval mode draws no random
+        numbers and leaves BatchNorm statistics alone."""
+        with torch.no_grad(), self.accelerator.autocast():
+            self.model.eval()
+            self.model(x[:1])
+        self.model.train()
 
     def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         with self.accelerator.autocast():

@@ -89,7 +89,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, sweep_dir: str | Pat
     return record
 
 
-SUMMARY_KEYS = ("val_acc", "test_acc", "test_acc_last_epoch", "best_epoch", "epochs_run", "selection",
+SUMMARY_KEYS = ("val_acc", "test_acc", "test_acc_last_epoch", "best_epoch", "epochs_run", "selection", "selection_rule",
                 "study_best_test_acc", "study_min_train_loss_test_acc", "seconds")
 
 
