@@ -171,3 +171,14 @@ def test_flops_per_step_leave_out_the_one_off_prompt_cache(tmp_path: Path) -> No
     with FlopCounterMode(display=False) as counter:
         torch.nn.functional.cross_entropy(fresh(x), y).backward()
     assert res.cost["flops_per_step"] == counter.get_total_flops()
+
+
+def test_a_resumed_run_that_had_stopped_stays_stopped(tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=40, lr=0.01, stop_at_train_acc=0.9)
+    model, data = _model()
+    first = fit(model, data, cfg, seed=0, run_dir=tmp_path)
+    assert first.stop_reason == "train_acc" and first.epochs_run < 40
+    again, _ = _model()
+    second = fit(again, data, cfg, seed=0, run_dir=tmp_path)
+    assert second.epochs_run == first.epochs_run and second.history == first.history
+    assert second.test_acc == first.test_acc

@@ -240,6 +240,8 @@ class _Fit:
             return self.finish(start, resumed_from=0)
         resumed_from = self.resume()
         for epoch in range(self.state.epoch, self.cfg.epochs):
+            if self.state.stop_reason is not None:  # a resumed run that had already stopped
+                break
             tic = time.perf_counter()
             row = self.train_epoch(epoch)
             self.evaluate_epoch(row)
@@ -250,8 +252,6 @@ class _Fit:
             self.state.stop_reason = self.stop_reason(row)
             self.checkpoint()
             self.report(row)
-            if self.state.stop_reason is not None:
-                break
         return self.finish(start, resumed_from)
 
     # ---- the steps ----
