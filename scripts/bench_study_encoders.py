@@ -2,7 +2,7 @@
 
 Each ``study_*`` family and our same-family encoder (study_attention beside our transformer, the paper's
 Transformer row) is built from its conf/encoder/<name>.yaml through the real Hydra config in standalone
-mode, with ``mode.latent_dim`` set to each H asked for (576: SmolLM2-135M; 4096: Llama-3.1-8B).
+mode, with H set through a random LLM config of that hidden size (576: SmolLM2-135M; 4096: Llama-3.1-8B).
 
 - Parameters are counted on a model built on the meta device (no memory), so every cell has them.
 - An epoch is timed only where the model's training state fits ``--max-gb`` (16 bytes a parameter:
@@ -47,12 +47,11 @@ def build(name: str, latent_dim: int, data: DatasetSplits, args: argparse.Namesp
           device: str) -> tuple[TSClassifier, Any]:
     """The standalone classifier for encoder `name` at H = `latent_dim`, on `device` ('meta' or 'cpu')."""
     cfg = compose_cfg(f"encoder={name}", f"data.name={args.dataset}", f"seed={args.seed}",
-                      f"mode.latent_dim={latent_dim}")
-    assert cfg.mode.name == "standalone" and cfg.encoder.name == name
+                      "llm=tiny_random", f"llm.random_config.hidden_size={latent_dim}")
+    assert cfg.reader.name == "mean" and cfg.encoder.name == name
     seed_everything(cfg.seed)
     with torch.device(device):
-        model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=data.n_channels, length=data.length,
-                            num_classes=data.num_classes, dataset=data.name, seed=cfg.seed)
+        model = build_model(cfg, data)
     return model, cfg
 
 
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += [
         f"{data.name}: {data.train.x.shape[0]} TRAIN series (after the validation carve-out) of length "
         f"{data.length}. Each encoder with its conf/encoder defaults (L from the yaml; the MLPs give one token), "
-        f"H = mode.latent_dim. Parameters: the encoder's own, counted on the meta device. An epoch: one shuffled "
+        f"H = the LLM's hidden size. Parameters: the encoder's own, counted on the meta device. An epoch: one shuffled "
         f"pass over TRAIN in batches of {cfg.train.batch_size}, each forward (encoder, mean pool, linear head), "
         f"cross-entropy, backward and an Adam step; no validation, no checkpoint; median of {args.epochs} epochs "
         f"after {args.warmup} warm-up. Timed only where weights + gradients + Adam state "

@@ -143,3 +143,38 @@ def test_slurm_preset_composes_onto_the_submitit_plugin(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     launcher = yaml.safe_load(out.stdout)["hydra"]["launcher"]
     assert launcher["_target_"].endswith("SlurmLauncher") and launcher["gpus_per_node"] == 1
+
+
+def test_default_sweep_name_comes_from_the_overrides(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "tsllm.train", "-m", *TINY, "encoder=mlp", "seed=0,1"]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "TSLLM_SWEEP_NAME": ""})
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sweep,) = (tmp_path / "multirun").iterdir()  # both cells in one folder, named by the sweep
+    assert sweep.name.startswith("data.name=ItalyPowerDemand_encoder=mlp_") and "seed=0,1" in sweep.name
+    recs = records(sweep)
+    assert len(recs) == 2 and {r["config"]["sweep_name"] for r in recs.values()} == {sweep.name}
+
+
+def test_sweep_names_leave_out_excluded_keys_and_stay_short() -> None:
+    from tsllm.tracking import SWEEP_NAME_MAX, sweep_name_from_overrides
+
+    assert sweep_name_from_overrides(["logger=none", "hydra.launcher.n_jobs=2"], {"logger"}) == "default"
+    assert sweep_name_from_overrides(["+grid.k=2,3", "encoder=cnn"], set()) == "encoder=cnn_grid.k=2,3"
+    long = sweep_name_from_overrides([f"x{i}=value/with spaces" for i in range(30)], set())
+    assert len(long) == SWEEP_NAME_MAX and " " not in long and "/" not in long
+    assert long != sweep_name_from_overrides([f"x{i}=value/with spaces" for i in range(31)], set())
+
+
+def test_run_names_and_tags_tell_llm_weights_and_seed_apart() -> None:
+    from tsllm.tracking import run_labels
+
+    from conftest import make_cfg
+
+    pre, pre_tags = run_labels(make_cfg("mode=hybrid", "llm=smollm2_135m", "seed=3"), "GunPoint")
+    rnd, rnd_tags = run_labels(make_cfg("mode=hybrid", "llm=smollm2_135m", "llm.weights=random", "seed=3"),
+                               "GunPoint")
+    alone, alone_tags = run_labels(make_cfg("encoder=cnn"), "GunPoint")
+    assert pre == "GunPoint-inception-hybrid-smollm2_135m-pretrained-s3" and pre != rnd
+    assert {"llm:smollm2_135m", "weights:random", "seed:3", "encoder:inception"} <= set(rnd_tags)
+    assert alone == "GunPoint-cnn-standalone-s0" and not any(t.startswith("llm:") for t in alone_tags)

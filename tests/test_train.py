@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,55 @@ def test_early_stopping_on_validation(run_dir: Path) -> None:
               run_dir=run_dir)
     assert rec["stopped_early"] and rec["epochs_run"] < 50
     assert rec["epochs_run"] - rec["best_epoch"] == 2
+
+
+def test_config_hash_is_the_same_under_another_home_and_data_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    from omegaconf import OmegaConf
+
+    from tsllm.records import config_hash
+
+    monkeypatch.delenv("TSLLM_CACHE", raising=False)
+    hashes, caches = set(), set()
+    for home, root in (("/home/alice", None), ("/scratch/bob", "/data/ucr")):
+        monkeypatch.setenv("HOME", home)
+        config = OmegaConf.to_container(make_cfg(f"data.root={root}" if root else "data.root=null"), resolve=True)
+        caches.add(config["llm"]["cache_dir"])
+        hashes.add(config_hash(config))
+    assert len(caches) == 2 and len(hashes) == 1
+    assert config_hash(OmegaConf.to_container(make_cfg("train.lr=0.01"), resolve=True)) not in hashes
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("train.lr=abc", "train.lr=abc: Value 'abc' of type 'str' could not be converted to Float"),
+    ("data.nmae=GunPoint", "data.nmae=GunPoint: unknown key; data takes name, root, normalise"),
+    ("train.selection=best", "train.selection='best': expected one of val, min_train_loss, last"),
+])
+def test_cli_bad_config_is_one_line_before_any_folder(tmp_path: Path, override: str, expected: str) -> None:
+    out = _cli(override, "logger=none", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {expected}")
+    assert list(tmp_path.iterdir()) == []  # no run folder, no outputs/
+
+
+def test_schema_rejects_wrong_types_when_composing() -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        make_cfg("train.epochs=many")
+    with pytest.raises(ConfigCompositionException):
+        make_cfg("logger=wandb", "logger.tags=3")
+
+
+def test_unreachable_hub_fails_in_seconds_with_the_cache_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    # `.invalid` never resolves: without the reachability check, the hub client retries for ~35-50 s.
+    env.update(HF_ENDPOINT="https://hub.invalid", HF_HOME=str(tmp_path / "hf"), HYDRA_FULL_ERROR="0")
+    cmd = [sys.executable, "-m", "tsllm.train", "llm=llama31_8b", "mode=hybrid", "logger=none",
+           "data.name=ItalyPowerDemand", f"hydra.run.dir={tmp_path}/r"]
+    started = time.monotonic()
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "is not in the local Hugging Face cache" in out.stdout + out.stderr
+    assert elapsed < 25, elapsed

@@ -1,9 +1,12 @@
-"""The one training loop: Adam, cross-entropy, validation each epoch, test once at the end.
+"""The one training loop: cross-entropy, a named selection rule, TEST once at the end.
 
 Accelerate places the model and batches (CPU, one GPU or several) and handles mixed precision, so the
 same loop serves this CPU and a GPU machine. Every epoch ends with a checkpoint of the trainable
 weights; a re-run in the same run directory continues from it and ends with the same result, because
 each epoch's shuffling and dropout are seeded from (seed, epoch) rather than from a running RNG state.
+
+`fit` reads top to bottom as its steps: resume, then per epoch train / evaluate / select / checkpoint,
+then the final evaluation of the selected weights.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import logging
 import math
 import os
 import random
+import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,31 +27,52 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
+from torch.utils.flop_counter import FlopCounterMode
 
 from tsllm.data import DatasetSplits, Split
+from tsllm.records import FILE_MODE, RunDirConflict
 
 log = logging.getLogger(__name__)
 
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
 PROTOCOLS = ("val_selected", "study_best_test")
+SELECTIONS = ("val", "min_train_loss", "last")
+OPTIMIZERS = ("adam", "adamw")
+PRECISIONS = ("auto", "fp32", "no", "bf16", "fp16")
+
+
+def _one_of(option: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{option}={value!r}: expected one of {', '.join(allowed)}")
 
 
 @dataclass
 class TrainConfig:
-    """What conf/train/*.yaml holds."""
+    """What conf/train/*.yaml holds; also the typed schema Hydra checks the YAML against."""
 
     epochs: int = 100
     batch_size: int = 32
     eval_batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
+    optimizer: str = "adam"                    # adam | adamw (the study: AdamW, weight decay 1e-5)
     early_stopping: int = 0
+    stop_at_train_acc: float | None = None     # stop once an epoch's training accuracy reaches it (study: 0.995)
+    selection: str = "val"                     # val | min_train_loss | last
     precision: str = "auto"
     resume: bool = True
     protocol: str = "val_selected"
+
+    def __post_init__(self) -> None:
+        _one_of("train.selection", self.selection, SELECTIONS)
+        _one_of("train.optimizer", self.optimizer, OPTIMIZERS)
+        _one_of("train.protocol", self.protocol, PROTOCOLS)
+        _one_of("train.precision", self.precision, PRECISIONS)
+        if self.stop_at_train_acc is not None and not 0.0 < self.stop_at_train_acc <= 1.0:
+            raise ValueError(f"train.stop_at_train_acc={self.stop_at_train_acc}: expected null or a value in (0, 1]")
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> TrainConfig:
@@ -55,9 +81,9 @@ class TrainConfig:
 
 @dataclass
 class FitResult:
-    """What a run reports. Test accuracies are of the model selected without looking at TEST."""
+    """What a run reports. `test_acc` is of the model picked by `selection`, which never looks at TEST."""
 
-    selection: str                      # "best_val" or "last_epoch: <why>"
+    selection: str                      # "best_val", "min_train_loss", "last_epoch[: why]" or "nothing_trains"
     best_epoch: int
     epochs_run: int
     val_acc: float | None
@@ -67,13 +93,31 @@ class FitResult:
     test_acc_last_epoch: float
     train_acc_last_epoch: float
     stopped_early: bool
+    stop_reason: str | None             # None, "early_stopping" or "train_acc"
     resumed_from_epoch: int
     seconds: float
+    cost: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
-    study_best_test_acc: float | None = None   # only under protocol=study_best_test: optimistic, selected on TEST
+    # Only under protocol=study_best_test: optimistic, chosen with TEST, labelled so in every table.
+    study_best_test_acc: float | None = None
+    study_min_train_loss_test_acc: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class LoopState:
+    """Everything besides the weights that a resumed run needs; stored in the last checkpoint."""
+
+    epoch: int = 0
+    best_epoch: int = 0
+    best_key: list[float] | None = None
+    bad_epochs: int = 0
+    stop_reason: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    flops_per_step: int | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -87,23 +131,15 @@ def mixed_precision(precision: str) -> str:
     """Accelerate's mixed-precision name; `auto` is bf16 on a GPU and fp32 on CPU."""
     if precision == "auto":
         return "bf16" if torch.cuda.is_available() else "no"
-    try:
-        return {"fp32": "no", "no": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-    except KeyError:
-        raise ValueError(f"train.precision={precision!r}: expected auto, fp32, bf16 or fp16") from None
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The weights that training changes; the frozen LLM is never written to a checkpoint."""
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-            if k in names or not k.startswith("reader.llm.")}
+    _one_of("train.precision", precision, PRECISIONS)
+    return {"fp32": "no", "no": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
 
 
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save through a temporary file: a run killed mid-write leaves the previous checkpoint intact."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
+    os.chmod(tmp, FILE_MODE)
     os.replace(tmp, path)
 
 
@@ -112,28 +148,10 @@ def _loader(split: Split, batch_size: int, shuffle: bool, generator: torch.Gener
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
-def refresh_batchnorm(module: nn.Module, loader: DataLoader) -> None:
-    """Recompute BatchNorm statistics as exact averages over TRAIN for the current weights.
-
-    A UCR training set is one or two batches, so the running averages (momentum 0.1) would lag
-    several epochs behind the weights and the eval-mode network would disagree with the trained one.
-    Only the encoder is run: the frozen LLM has no BatchNorm.
-    """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    was_training = module.training
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the pass
-    module.train()
-    with torch.no_grad():
-        for x, _ in loader:
-            module(x)
-    for m, momentum in zip(norms, momenta, strict=True):
-        m.momentum = momentum
-    module.train(was_training)
+def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (our default) or AdamW (the study's), with train.lr and train.weight_decay."""
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 class Evaluator:
@@ -160,11 +178,22 @@ class Evaluator:
         return correct / n, loss_sum / n
 
 
+def peak_memory() -> dict[str, float | None]:
+    """Peak resident memory of this process and peak accelerator memory (None without one), in MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_mib = rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"peak_rss_mib": rss_mib, "peak_accelerator_mib": gpu}
+
+
 def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, seed: int, run_dir: str | Path,
         on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
-    """Train, select on validation, evaluate TEST once (and once more for the last-epoch figure)."""
+    """Train, select by `cfg.selection`, evaluate TEST once (and once more for the last-epoch figure).
+
+    `model` is a TSClassifier: it has `.encoder`, `trainable_state()` and `load_trainable_state()`.
+    """
     try:
-        return _fit(model, data, cfg, seed=seed, run_dir=run_dir, on_epoch=on_epoch)
+        return _Fit(model, data, cfg, seed=seed, run_dir=Path(run_dir), on_epoch=on_epoch).run()
     except torch.OutOfMemoryError as e:
         raise MemoryError(
             f"out of accelerator memory at train.batch_size={cfg.batch_size}, train.eval_batch_size="
@@ -173,99 +202,199 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, seed: int, r
         ) from e
 
 
-def _fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, seed: int, run_dir: str | Path,
-         on_epoch: Callable[[dict[str, float]], None] | None) -> FitResult:
-    if cfg.protocol not in PROTOCOLS:
-        raise ValueError(f"train.protocol={cfg.protocol!r}: expected one of {PROTOCOLS}")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=mixed_precision(cfg.precision), cpu=not torch.cuda.is_available())
-    start_time = time.perf_counter()
+class _Fit:
+    """One call of `fit`: the prepared objects and the named steps of the loop."""
 
-    seed_everything(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    generator = torch.Generator()
-    train_loader = _loader(data.train, cfg.batch_size, shuffle=True, generator=generator)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    evaluate = Evaluator(accelerator, cfg.eval_batch_size)
-    base = accelerator.unwrap_model(model)
+    def __init__(self, model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, seed: int, run_dir: Path,
+                 on_epoch: Callable[[dict[str, float]], None] | None) -> None:
+        self.data, self.cfg, self.seed, self.run_dir, self.on_epoch = data, cfg, seed, run_dir, on_epoch
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator = Accelerator(mixed_precision=mixed_precision(cfg.precision),
+                                       cpu=not torch.cuda.is_available())
+        seed_everything(seed)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.generator = torch.Generator()
+        train_loader = _loader(data.train, cfg.batch_size, shuffle=True, generator=self.generator)
+        # A model with nothing to train (in-context classification) gets no optimizer: it is evaluated once.
+        self.optimizer = make_optimizer(params, cfg) if params else None
+        if self.optimizer is not None:
+            self.model, self.optimizer, self.train_loader = self.accelerator.prepare(model, self.optimizer,
+                                                                                     train_loader)
+        else:
+            self.model, self.train_loader = self.accelerator.prepare(model, train_loader)
+        self.base = self.accelerator.unwrap_model(self.model)
+        self.evaluate = Evaluator(self.accelerator, cfg.eval_batch_size)
+        self.state = LoopState()
+        self.last_path, self.best_path = run_dir / LAST, run_dir / BEST
+        if cfg.selection == "val" and data.val is not None:
+            self.selection = "best_val"
+        elif cfg.selection == "val":
+            self.selection = f"last_epoch: {data.meta.get('val_strategy', 'no validation split')}"
+        else:
+            self.selection = {"min_train_loss": "min_train_loss", "last": "last_epoch"}[cfg.selection]
 
-    selection = "best_val" if data.val is not None else f"last_epoch: {data.meta.get('val_strategy', 'no validation split')}"
-    state = {"epoch": 0, "best_epoch": 0, "best_key": None, "bad_epochs": 0, "history": [], "stopped_early": False,
-             "study_best_test_acc": None}
-    resumed_from = 0
-    last_path, best_path = run_dir / LAST, run_dir / BEST
-    if cfg.resume and last_path.is_file():
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
-        base.load_state_dict(ckpt["model"], strict=False)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
-        resumed_from = state["epoch"]
-        log.info("Resuming %s from epoch %d", run_dir, resumed_from)
+    # ---- the loop, top to bottom ----
+    def run(self) -> FitResult:
+        start = time.perf_counter()
+        if self.optimizer is None:
+            return self.finish(start, resumed_from=0)
+        resumed_from = self.resume()
+        for epoch in range(self.state.epoch, self.cfg.epochs):
+            if self.state.stop_reason is not None:  # a resumed run that had already stopped
+                break
+            tic = time.perf_counter()
+            row = self.train_epoch(epoch)
+            self.evaluate_epoch(row)
+            self.select(row)
+            self.state.history.append(row)
+            self.state.epoch = epoch + 1
+            self.state.epoch_seconds.append(time.perf_counter() - tic)
+            self.state.stop_reason = self.stop_reason(row)
+            self.checkpoint()
+            self.report(row)
+        return self.finish(start, resumed_from)
 
-    bar = tqdm(range(state["epoch"], cfg.epochs), desc="epochs", initial=state["epoch"], total=cfg.epochs,
-               disable=None, dynamic_ncols=True)
-    for epoch in bar:
+    # ---- the steps ----
+    def resume(self) -> int:
+        """Continue from the last checkpoint when there is one; the epoch it resumes from."""
+        if not (self.cfg.resume and self.last_path.is_file()):
+            return 0
+        try:
+            ckpt = torch.load(self.last_path, map_location="cpu", weights_only=True)
+            self.base.load_trainable_state(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.state = LoopState(**ckpt["state"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:
+            raise RunDirConflict(f"{self.last_path} does not match this model or loop ({e}); "
+                                 f"move it away or choose another hydra.run.dir than {self.run_dir}") from None
+        log.info("Resuming %s from epoch %d", self.run_dir, self.state.epoch)
+        return self.state.epoch
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over TRAIN, then exact BatchNorm statistics for the new weights."""
         # Seeding per epoch makes the run independent of where it was interrupted.
-        seed_everything(seed * 100_003 + epoch)
-        generator.manual_seed(seed * 100_003 + epoch)
-        model.train()
+        seed_everything(self.seed * 100_003 + epoch)
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
+        self.model.train()
         loss_sum, correct, n = 0.0, 0, 0
-        for x, y in train_loader:
-            with accelerator.autocast():
-                logits = model(x)
-                loss = nn.functional.cross_entropy(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite training loss at epoch {epoch + 1}: lower train.lr or use train.precision=fp32")
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
+        for x, y in self.train_loader:
+            if self.state.flops_per_step is None:
+                self.warm_up(x)
+                with FlopCounterMode(display=False) as counter:  # forward + backward, counted once per run
+                    logits, loss = self.step(x, y, epoch)
+                self.state.flops_per_step = int(counter.get_total_flops())
+            else:
+                logits, loss = self.step(x, y, epoch)
             loss_sum += loss.item() * y.numel()
             correct += (logits.argmax(-1) == y).sum().item()
             n += y.numel()
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n}
-        refresh_batchnorm(base.encoder, train_loader)
-        if data.val is not None:
-            row["val_acc"], row["val_loss"] = evaluate(model, data.val)
-        if cfg.protocol == "study_best_test":
-            row["test_acc_optimistic"], _ = evaluate(model, data.test)
-            best = state["study_best_test_acc"]
-            state["study_best_test_acc"] = max(best or 0.0, row["test_acc_optimistic"])
-        state["history"].append(row)
-        state["epoch"] = epoch + 1
+        # A UCR training set is one or two batches, so running averages (momentum 0.1) would lag epochs
+        # behind the weights. Only the encoder runs: the frozen LLM has no BatchNorm.
+        update_bn(self.train_loader, self.base.encoder)
+        return {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n}
 
-        # Best on validation accuracy; ties (common on tiny UCR validation sets) go to the lower loss.
-        key = (row["val_acc"], -row["val_loss"]) if data.val is not None else (epoch,)
-        improved = state["best_key"] is None or key > tuple(state["best_key"])
-        if improved:
-            state["best_key"], state["best_epoch"], state["bad_epochs"] = list(key), epoch + 1, 0
-            save_atomic(trainable_state(base), best_path)
+    def warm_up(self, x: torch.Tensor) -> None:
+        """One eval-mode forward of a single series, so that what is built once on first use (the LLM
+        prompt's key/value cache) is not counted as a training step's FLOPs. Eval mode draws no random
+        numbers and leaves BatchNorm statistics alone."""
+        with torch.no_grad(), self.accelerator.autocast():
+            self.model.eval()
+            self.model(x[:1])
+        self.model.train()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.accelerator.autocast():
+            logits = self.model(x)
+            loss = nn.functional.cross_entropy(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss at epoch {epoch + 1}: lower train.lr or use train.precision=fp32")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        self.optimizer.step()
+        return logits, loss
+
+    def evaluate_epoch(self, row: dict[str, float]) -> None:
+        """Validation every epoch; TEST only under the labelled optimistic protocol."""
+        if self.data.val is not None:
+            row["val_acc"], row["val_loss"] = self.evaluate(self.model, self.data.val)
+        if self.cfg.protocol == "study_best_test":
+            row["test_acc_optimistic"], _ = self.evaluate(self.model, self.data.test)
+
+    def select(self, row: dict[str, float]) -> None:
+        """Keep this epoch's weights if the selection rule prefers them (ties go to the earlier epoch)."""
+        if self.selection == "best_val":
+            # Ties on accuracy (common on tiny UCR validation sets) go to the lower loss.
+            key = [row["val_acc"], -row["val_loss"]]
+        elif self.selection == "min_train_loss":
+            key = [-row["train_loss"]]
         else:
-            state["bad_epochs"] += 1
-        stop = data.val is not None and cfg.early_stopping > 0 and state["bad_epochs"] >= cfg.early_stopping
-        state["stopped_early"] = stop
-        save_atomic({"model": trainable_state(base), "optimizer": optimizer.state_dict(), "state": state}, last_path)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
-                        val=f"{row.get('val_acc', math.nan):.3f}")
-        log.debug("epoch %s", row)
-        if on_epoch is not None:
-            on_epoch(row)
-        if stop:
-            log.info("Early stop at epoch %d: no validation improvement for %d epochs", epoch + 1, cfg.early_stopping)
-            break
-    bar.close()
+            key = [float(row["epoch"])]
+        if self.state.best_key is None or key > self.state.best_key:
+            self.state.best_key, self.state.best_epoch, self.state.bad_epochs = key, int(row["epoch"]), 0
+            save_atomic(self.base.trainable_state(), self.best_path)
+        else:
+            self.state.bad_epochs += 1
 
-    last_train_acc = state["history"][-1]["train_acc"] if state["history"] else math.nan
-    test_acc_last, _ = evaluate(model, data.test)
-    base.load_state_dict(torch.load(best_path, map_location="cpu"), strict=False)
-    val_acc, val_loss = evaluate(model, data.val) if data.val is not None else (None, None)
-    test_acc, test_loss = evaluate(model, data.test)
-    return FitResult(
-        selection=selection, best_epoch=state["best_epoch"], epochs_run=state["epoch"], val_acc=val_acc,
-        val_loss=val_loss, test_acc=test_acc, test_loss=test_loss, test_acc_last_epoch=test_acc_last,
-        train_acc_last_epoch=last_train_acc, stopped_early=state["stopped_early"], resumed_from_epoch=resumed_from,
-        seconds=time.perf_counter() - start_time, history=state["history"],
-        study_best_test_acc=state["study_best_test_acc"],
-    )
+    def stop_reason(self, row: dict[str, float]) -> str | None:
+        if (self.selection == "best_val" and self.cfg.early_stopping > 0
+                and self.state.bad_epochs >= self.cfg.early_stopping):
+            return "early_stopping"
+        if self.cfg.stop_at_train_acc is not None and row["train_acc"] >= self.cfg.stop_at_train_acc:
+            return "train_acc"
+        return None
+
+    def checkpoint(self) -> None:
+        save_atomic({"model": self.base.trainable_state(), "optimizer": self.optimizer.state_dict(),
+                     "state": asdict(self.state)}, self.last_path)
+
+    def report(self, row: dict[str, float]) -> None:
+        """One INFO line per epoch (train.log and the console under nohup or SLURM), then the tracker."""
+        seconds = self.state.epoch_seconds[-1]
+        val = f"{row['val_acc']:.4f}" if "val_acc" in row else "n/a"
+        log.info("epoch %d/%d: train loss %.4f acc %.4f, val acc %s, %.1f s", row["epoch"], self.cfg.epochs,
+                 row["train_loss"], row["train_acc"], val, seconds)
+        if self.state.stop_reason == "early_stopping":
+            log.info("Early stop at epoch %d: no validation improvement for %d epochs", row["epoch"],
+                     self.cfg.early_stopping)
+        elif self.state.stop_reason == "train_acc":
+            log.info("Stop at epoch %d: training accuracy %.4f reached train.stop_at_train_acc=%s", row["epoch"],
+                     row["train_acc"], self.cfg.stop_at_train_acc)
+        if self.on_epoch is not None:
+            self.on_epoch({**row, "seconds": seconds})
+
+    def finish(self, start: float, resumed_from: int) -> FitResult:
+        """TEST of the last weights, then of the selected ones: the only looks at TEST outside the study protocol."""
+        history = self.state.history
+        test_last, test_last_loss = self.evaluate(self.model, self.data.test)
+        if self.optimizer is not None and self.state.best_epoch != self.state.epoch:
+            self.base.load_trainable_state(torch.load(self.best_path, map_location="cpu", weights_only=True))
+            test_acc, test_loss = self.evaluate(self.model, self.data.test)
+        else:
+            test_acc, test_loss = test_last, test_last_loss
+        val_acc, val_loss = self.evaluate(self.model, self.data.val) if self.data.val is not None else (None, None)
+        study_best = study_min_loss = None
+        if self.cfg.protocol == "study_best_test" and history:
+            study_best = max(h["test_acc_optimistic"] for h in history)
+            study_min_loss = min(history, key=lambda h: h["train_loss"])["test_acc_optimistic"]
+        return FitResult(
+            selection=self.selection if self.optimizer is not None else "nothing_trains",
+            best_epoch=self.state.best_epoch, epochs_run=self.state.epoch, val_acc=val_acc, val_loss=val_loss,
+            test_acc=test_acc, test_loss=test_loss, test_acc_last_epoch=test_last,
+            train_acc_last_epoch=history[-1]["train_acc"] if history else math.nan,
+            stopped_early=self.state.stop_reason is not None, stop_reason=self.state.stop_reason,
+            resumed_from_epoch=resumed_from, seconds=time.perf_counter() - start, cost=self.cost(),
+            history=history, study_best_test_acc=study_best, study_min_train_loss_test_acc=study_min_loss,
+        )
+
+    def cost(self) -> dict[str, Any]:
+        """FLOPs and LLM tokens per training step (train.batch_size series), seconds per epoch, peak memory."""
+        per_example = getattr(getattr(self.base, "reader", None), "tokens_per_example", None)
+        secs = self.state.epoch_seconds
+        return {
+            "flops_per_step": self.state.flops_per_step,
+            "batch_size": self.cfg.batch_size,
+            "llm_tokens_per_step": per_example * self.cfg.batch_size if per_example is not None else None,
+            "seconds_per_epoch": sum(secs) / len(secs) if secs else None,
+            **peak_memory(),
+        }

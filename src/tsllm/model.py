@@ -42,21 +42,28 @@ class TSClassifier(nn.Module):
         return self.head(self.reader(self.encoder(x)))
 
     def trainable_state(self) -> dict[str, Tensor]:
-        """What a checkpoint holds: every trainable parameter and persistent buffer, never a frozen weight.
+        """What a checkpoint must hold: every state entry outside a frozen module, on CPU.
 
-        Frozen parameters (the LLM, or anything else with ``requires_grad=False``) are left out, so a
-        checkpoint stays small whatever the backbone.
+        A module whose parameters are all frozen (the LLM, or its base layers under LoRA) is left out
+        whole, with its buffers and any quantisation state; encoder BatchNorm statistics are kept.
         """
-        frozen = {n for n, p in self.named_parameters() if not p.requires_grad}
-        return {k: v.detach().cpu().clone() for k, v in self.state_dict().items() if k not in frozen}
+        frozen = {name for name, m in self.named_modules(remove_duplicate=False)
+                  if (ps := list(m.parameters())) and not any(p.requires_grad for p in ps)}
+
+        def in_frozen(key: str) -> bool:
+            parts = key.split(".")
+            return any(".".join(parts[:i]) in frozen for i in range(1, len(parts)))
+
+        return {k: v.detach().cpu().clone() for k, v in self.state_dict().items() if not in_frozen(k)}
 
     def load_trainable_state(self, state: dict[str, Tensor]) -> None:
-        """Load a :meth:`trainable_state`; any missing or unexpected key is an error naming it."""
-        expected = self.trainable_state().keys()
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        """Load a `trainable_state()`; RuntimeError naming missing or unexpected keys (or a shape mismatch)."""
+        expected = set(self.trainable_state())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
-            raise RuntimeError(f"checkpoint does not match the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                               f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+            raise RuntimeError(f"trainable state does not match the model: missing keys {missing[:5]}"
+                               f"{' ...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+                               f"{' ...' if len(unexpected) > 5 else ''}")
         self.load_state_dict(state, strict=False)
 
 

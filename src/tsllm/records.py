@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 RECORD = "record.json"
+FILE_MODE = 0o664  # records and checkpoints are readable by the group, whatever the umask
 # Keys that do not change a run's numbers: where it logs, whether it may resume, the sweep's folder name,
-# and the grid/dataset-set helpers, whose effect is already in the resolved encoder and data values.
-NON_SEMANTIC = ("logger", "sweep_name", "train.resume", "grid", "datasets")
+# the grid/dataset-set helpers, whose effect is already in the resolved encoder and data values, and
+# machine-specific paths (a cache under HOME; the data folder, since data is identified by its checksum,
+# which a resumed run compares), so a sweep copied to another machine skips and resumes as before.
+NON_SEMANTIC = ("logger", "sweep_name", "train.resume", "grid", "datasets", "llm.cache_dir", "data.root",
+                "diagnostics")  # diagnostics run after selection: they never change a number of the run
 PACKAGES = ("tsllm", "torch", "transformers", "accelerate", "peft", "numpy", "pandas", "sktime", "hydra-core",
             "wandb")
 
@@ -93,6 +97,7 @@ def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".record.", suffix=".json", dir=run_dir)
     with os.fdopen(fd, "w") as f:
         json.dump(record, f, indent=2, default=str)
+    os.chmod(tmp, FILE_MODE)  # mkstemp makes it 0600; the group must read records on a shared disk
     os.replace(tmp, run_dir / RECORD)
     return run_dir / RECORD
 

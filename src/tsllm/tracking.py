@@ -5,18 +5,75 @@ conf/logger/*.yaml names the class and its arguments; the run calls start, log p
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
 log = logging.getLogger(__name__)
+
+SWEEP_NAME_MAX = 80
+
+
+def run_labels(cfg: Any, dataset: str, arm: str, mode: str) -> tuple[str, list[str]]:
+    """A run's name and tags: dataset, encoder, mode, the arm (reader and control), LLM, its weights, seed.
+
+    Standalone runs have no LLM; a run under a random-weight LLM is told apart from a pretrained one.
+    """
+    parts = {"dataset": dataset, "encoder": cfg.encoder.name, "mode": mode, "arm": arm}
+    if mode != "standalone":
+        parts["llm"] = cfg.llm.name
+        parts["weights"] = cfg.llm.weights
+    parts["seed"] = str(cfg.seed)
+    name = "-".join(v if k != "seed" else f"s{v}" for k, v in parts.items())
+    return name, [f"{k}:{v}" for k, v in parts.items()]
+
+
+SWEEP_ENV = "TSLLM_SWEEP_NAME"
+
+
+def sweep_name_from_overrides(overrides: list[str], excluded: list[str] | set[str]) -> str:
+    """A folder name made of the command line's overrides, e.g. `encoder=mlp_seed=0,1`; "default" if none."""
+    kept = sorted(o.lstrip("+~") for o in overrides
+                  if (key := o.split("=", 1)[0].lstrip("+~")) not in excluded and not key.startswith("hydra"))
+    if not kept:
+        return "default"
+    name = re.sub(r"[^A-Za-z0-9._=,+-]", "-", "_".join(kept))
+    if len(name) > SWEEP_NAME_MAX:  # long grids: a readable head and a hash of the whole
+        name = f"{name[:SWEEP_NAME_MAX - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+class SweepNameCallback(Callback):
+    """Names a sweep (or run) that no experiment names, from its command-line overrides.
+
+    conf/train.yaml reads `sweep_name` from the environment variable this sets before the launcher
+    resolves the sweep folder; jobs inherit it (joblib, submitit, SLURM), so every cell of a sweep
+    shares one folder and W&B group while unrelated sweeps do not pile into multirun/default.
+    """
+
+    def _set(self, config: DictConfig) -> None:
+        excluded = config.hydra.job.config.override_dirname.exclude_keys
+        os.environ[SWEEP_ENV] = sweep_name_from_overrides(list(config.hydra.overrides.task), set(excluded))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._set(config)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._set(config)
 
 
 class NullTracker:
     """Tracks nothing; the run record on disk is still written."""
 
-    def start(self, *, name: str, run_id: str, config: dict[str, Any], run_dir: Path) -> None:
-        """Open the run."""
+    def start(self, *, name: str, run_id: str, config: dict[str, Any], run_dir: Path,
+              tags: list[str] | None = None) -> None:
+        """Open the run; `tags` add to the tracker's configured ones."""
 
     def log(self, row: dict[str, float], step: int) -> None:
         """Per-epoch metrics."""
@@ -40,11 +97,13 @@ class WandbTracker(NullTracker):
         self.tags = list(tags or [])
         self.run = None
 
-    def start(self, *, name: str, run_id: str, config: dict[str, Any], run_dir: Path) -> None:
+    def start(self, *, name: str, run_id: str, config: dict[str, Any], run_dir: Path,
+              tags: list[str] | None = None) -> None:
         import wandb
 
         self.run = wandb.init(
-            project=self.project, entity=self.entity, mode=self.mode, group=self.group, tags=self.tags,
+            project=self.project, entity=self.entity, mode=self.mode, group=self.group,
+            tags=[*self.tags, *(t for t in tags or [] if t not in self.tags)],
             name=name, id=run_id, resume="allow", config=config, dir=str(run_dir),
             settings=wandb.Settings(console="off", silent=True),
         )

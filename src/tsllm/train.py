@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -33,10 +36,14 @@ from tsllm.records import (
     read_record,
     write_record,
 )
+from tsllm.schema import check_overrides, register_schemas
+from tsllm.tracking import run_labels
 
 log = logging.getLogger("tsllm.train")
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# conf/ inside the package: a link to the top-level conf/ in a checkout, a copy in an installed wheel.
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 register_resolvers()  # conf/datasets/*.yaml expand dataset sets with it, before any job starts
+register_schemas()  # the typed schemas that conf/train, conf/data and conf/logger extend
 
 
 def _hydra_run_dir() -> Path:
@@ -82,29 +89,60 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, sweep_dir: str | Pat
     return record
 
 
-SUMMARY_KEYS = ("val_acc", "test_acc", "test_acc_last_epoch", "best_epoch", "epochs_run", "selection",
-                "study_best_test_acc", "seconds")
+SUMMARY_KEYS = ("val_acc", "test_acc", "test_acc_last_epoch", "best_epoch", "epochs_run", "selection", "selection_rule",
+                "study_best_test_acc", "study_min_train_loss_test_acc", "seconds")
+
+
+def offline_if_hub_unreachable(name_or_path: str | None, timeout: float = 3.0) -> bool:
+    """Switch the Hugging Face libraries to their local cache when the hub cannot be reached.
+
+    Without this, a hub id that is not cached fails only after ~50 s of retries; with it, in seconds,
+    with the same message. Local folders, `package:` names and random-weight models are left alone.
+    Returns whether offline mode was switched on here.
+    """
+    import huggingface_hub.constants as hub
+
+    if (name_or_path is None or name_or_path.startswith(("package:", "/", ".", "~")) or hub.HF_HUB_OFFLINE
+            or Path(name_or_path).expanduser().exists()):
+        return False
+    url = urlparse(hub.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+        return False
+    except OSError as e:
+        log.info("Hugging Face hub %s unreachable (%s): reading llm.name_or_path=%s from the local cache only",
+                 hub.ENDPOINT, e, name_or_path)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hub.HF_HUB_OFFLINE = True  # read at import time by huggingface_hub and transformers
+    return True
 
 
 def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dict[str, Any] | None,
            tracker: Any) -> None:
     """Load data, build the model, fit; fills `record` in place so a failure keeps what was known."""
+    train_cfg = TrainConfig.from_cfg(cfg.train)  # bad option values fail here, before data or model
     seed_everything(cfg.seed)
-    data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise, val_fraction=cfg.data.val_fraction,
+    # min_train_loss selects on TRAIN itself, so it trains on all of it: no validation carve-out.
+    val_fraction = 0.0 if train_cfg.selection == "min_train_loss" else cfg.data.val_fraction
+    data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise, val_fraction=val_fraction,
                     seed=cfg.seed, missing=cfg.data.missing)
     if previous is not None and previous.get("data", {}).get("sha256") != data.meta.get("sha256"):
         raise RunDirConflict(f"{run_dir}: the dataset files changed since this run started (checksum differs)")
+    offline_if_hub_unreachable(cfg.llm.name_or_path)
     model = build_model(cfg, data, run_dir=run_dir)
     mode = reader_mode(model)
     record.update(dataset=data.name, encoder=cfg.encoder.name, mode=mode, reader=cfg.reader.name,
                   arm=arm_label(cfg, mode), llm=cfg.llm.name if mode != "standalone" else None, lr=cfg.train.lr,
                   num_tokens=cfg.encoder.get("num_tokens"), num_kernels=cfg.encoder.get("num_kernels"),
-                  protocol=cfg.train.protocol, data=data.meta, env=environment(), params=parameter_counts(model))
+                  protocol=train_cfg.protocol, selection_rule=train_cfg.selection, data=data.meta,
+                  env=environment(), params=parameter_counts(model))
     write_record(run_dir, record)
 
-    name = f"{data.name}-{cfg.encoder.name}-{record['arm']}-s{cfg.seed}"
-    tracker.start(name=name, run_id=f"{record['config_hash']}-{cfg.seed}", config=record["config"], run_dir=run_dir)
-    result = fit(model, data, TrainConfig.from_cfg(cfg.train), seed=cfg.seed, run_dir=run_dir,
+    name, tags = run_labels(cfg, data.name, record["arm"], mode)
+    tracker.start(name=name, run_id=f"{record['config_hash']}-{cfg.seed}", config=record["config"], run_dir=run_dir,
+                  tags=tags)
+    result = fit(model, data, train_cfg, seed=cfg.seed, run_dir=run_dir,
                  on_epoch=lambda row: tracker.log(row, step=int(row["epoch"])))
     metrics = result.to_dict()
     if callable(stats := getattr(model.reader, "stats", None)):
@@ -164,5 +202,15 @@ def main(cfg: DictConfig) -> float:
     return math.nan if val_acc is None else float(val_acc)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m tsllm.train`: the config is checked first, so a wrong type or unknown key is one line
+    and no run folder is created; then Hydra runs `main`."""
+    problem = check_overrides(CONF_DIR, sys.argv[1:])
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

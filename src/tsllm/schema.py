@@ -1,0 +1,140 @@
+"""Typed schemas for the config groups train, data and logger, registered in Hydra's ConfigStore.
+
+Each group's YAML names its schema in its defaults list, so a wrong type (`train.lr=abc`) or an unknown
+key fails while the config is composed: before any run folder is created or any model is built.
+`check_overrides` turns such a failure into one line naming the key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from hydra.core.config_store import ConfigStore
+
+from tsllm.loop import TrainConfig
+
+
+@dataclass
+class DataSchema:
+    """conf/data/*.yaml"""
+
+    name: str = "GunPoint"
+    root: str | None = None
+    normalise: str = "znorm"
+    val_fraction: float = 0.2
+    missing: str = "interpolate"
+
+
+@dataclass
+class NullLoggerSchema:
+    """conf/logger/none.yaml"""
+
+    _target_: str = "tsllm.tracking.NullTracker"
+
+
+@dataclass
+class WandbLoggerSchema:
+    """conf/logger/wandb.yaml: the arguments of tsllm.tracking.WandbTracker."""
+
+    _target_: str = "tsllm.tracking.WandbTracker"
+    project: str = "tsllm"
+    mode: str = "offline"
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    entity: str | None = None
+
+
+SCHEMAS = {("train", "schema_train"): TrainConfig, ("data", "schema_data"): DataSchema,
+           ("logger", "schema_none"): NullLoggerSchema, ("logger", "schema_wandb"): WandbLoggerSchema}
+
+
+def register_schemas() -> None:
+    """Make the schemas available to the defaults lists of conf/train, conf/data and conf/logger."""
+    cs = ConfigStore.instance()
+    for (group, name), node in SCHEMAS.items():
+        cs.store(group=group, name=name, node=node)
+
+
+def describe_config_error(error: BaseException, override: str | None) -> str:
+    """One line for a composition failure: the key, the value given and the expected type or keys."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    cause = error.__cause__ if error.__cause__ is not None else error
+    full_key = getattr(cause, "full_key", None) or ""
+    first = (str(cause).splitlines() or [type(cause).__name__])[0]
+    what = override or full_key
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and "." in full_key:
+        group = full_key.rsplit(".", 1)[0]
+        schema = next((n for (g, _), n in SCHEMAS.items() if g == group), None)
+        if schema is not None:
+            return f"{what}: unknown key; {group} takes {', '.join(f.name for f in fields(schema))}"
+    return f"{what}: {first}" if what else first
+
+
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--experimental-rerun"}
+_OTHER_CONFIG = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
+
+
+def check_overrides(conf_dir: str, argv: list[str]) -> str | None:
+    """Compose the command line's config as Hydra will (first value of each sweep); the first error as
+    one line, or None. Anything this check cannot judge is left to Hydra itself."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    overrides, skip_next = [], False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg.split("=", 1)[0] in _OTHER_CONFIG:
+            return None
+        elif arg.startswith("-"):
+            skip_next = arg in _FLAGS_WITH_VALUE and "=" not in arg
+        else:
+            overrides.append(arg)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException:
+        return None
+    first, others = [], []  # every sweep value is checked once, with the others at their first value
+    for o in parsed:
+        if not o.is_sweep_override():
+            first.append(o.input_line)
+            continue
+        try:
+            values = list(o.sweep_string_iterator())[:MAX_CHECKED_VALUES]
+        except Exception:  # interval sweeps (Optuna) have no list of values; the sweeper checks them
+            continue
+        key = o.get_key_element()
+        first.append(f"{key}={values[0]}")
+        others += [(len(first) - 1, f"{key}={v}") for v in values[1:]]
+    for where, value in [(None, None), *others]:
+        single = list(first)
+        if where is not None:
+            single[where] = value
+        problem = _compose_problem(conf_dir, single)
+        if problem is not None:
+            return problem
+    return None
+
+
+MAX_CHECKED_VALUES = 20
+
+
+def _compose_problem(conf_dir: str, overrides: list[str]) -> str | None:
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    try:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides)
+    except ConfigCompositionException as e:
+        text = str(e)
+        override = next((o for o in overrides if o in text or o.lstrip("+~").split("=", 1)[0] in text), None)
+        return describe_config_error(e, override)
+    except Exception:
+        return None
+    try:
+        TrainConfig.from_cfg(cfg.train)
+    except ValueError as e:
+        return str(e)
+    return None
