@@ -168,7 +168,8 @@ def arm_label(cfg: DictConfig, mode: str) -> str:
     reader = cfg.reader
     for key, usual in (("prompt", "text"), ("suffix", "pad"), ("pooling", "last"), ("shuffle_latents", None),
                        ("bos", False)):
-        if key in reader and reader[key] != usual:
+        # A text prompt is named by the config, not the label; only the prompt controls are named here.
+        if key in reader and reader[key] != usual and (key != "prompt" or reader[key] in ("none", "random")):
             notes.append(f"{key}={reader[key]}")
     align = reader.get("align", {}).get("name", "none")
     if align != "none":
