@@ -363,7 +363,8 @@ def test_protocol_table_and_leak_flag(tmp_path: Path) -> None:
 
 
 def test_cost_table(tmp_path: Path) -> None:
-    cost = {"flops_per_step": 2e9, "tokens_per_step": 600, "seconds_per_epoch": 1.5, "peak_rss_bytes": 1e9}
+    cost = {"flops_per_step": 2e9, "llm_tokens_per_step": 600, "seconds_per_epoch": 1.5, "peak_rss_mib": 900.0,
+            "peak_accelerator_mib": None}
     records = [make_record("A", "cnn", "hybrid", s, 0.9, cost={**cost, "seconds_per_epoch": 1.0 + s})
                for s in range(2)] + [make_record("A", "cnn", "standalone", 0, 0.9)]
     table = R.cost_table(_frame(records, tmp_path)).set_index("arm")
@@ -603,3 +604,13 @@ def test_notebooks_execute_on_a_real_tiny_sweep(tmp_path: Path, python3_kernel: 
     for path in NOTEBOOKS:
         execute(path, tmp_path, python3_kernel)
     assert len(list((tmp_path / "figures").glob("*.png"))) >= 3
+
+
+def test_cost_keys_are_the_ones_a_run_records(tmp_path: Path) -> None:
+    from tsllm.results.loading import COST_KEYS
+    from tsllm.train import run
+
+    from conftest import make_cfg
+
+    rec = run(make_cfg("encoder=mlp", "encoder.hidden=16", "llm=tiny_random"), run_dir=tmp_path / "run")
+    assert set(COST_KEYS) <= set(rec["cost"])

@@ -31,7 +31,7 @@ SCALAR_KEYS = (
 ACCURACY_KEYS = ("val_acc", "test_acc", "test_acc_last_epoch", "study_best_test_acc",
                  "study_min_train_loss_test_acc")
 DATA_KEYS = ("n_train", "n_val", "n_test", "num_classes", "sha256", "leaks_test")
-COST_KEYS = ("flops_per_step", "tokens_per_step", "seconds_per_epoch", "peak_rss_bytes")
+COST_KEYS = ("flops_per_step", "llm_tokens_per_step", "seconds_per_epoch", "peak_rss_mib", "peak_accelerator_mib")
 # Config groups that make an arm (what reads the latents); everything else is the setting it runs in.
 ARM_GROUPS = ("mode", "reader", "llm")
 ARM_NAME_KEYS = ("reader.name", "mode.name")
