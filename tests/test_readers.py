@@ -265,3 +265,16 @@ def test_control_arms_have_distinct_labels_and_hashes() -> None:
         labels.add(arm_label(cfg, mode) + str(cfg.encoder.get("kernel_sizes")))
         hashes.add(config_hash(OmegaConf.to_container(cfg, resolve=True)))
     assert len(labels) == len(hashes) == len(CONTROLS)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("llm.num_layer=3", "llm.num_layer=3: unknown key; llm takes .*num_layers"),
+    ("llm=custom", "llm.name_or_path is required for llm=custom"),
+])
+def test_llm_mistakes_fail_in_one_line_before_any_folder(override: str, message: str) -> None:
+    import re
+
+    from tsllm.schema import check_overrides
+    from tsllm.train import CONF_DIR
+
+    assert re.search(message, check_overrides(CONF_DIR, [override]) or "")

@@ -8,6 +8,7 @@ key fails while the config is composed: before any run folder is created or any 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -66,6 +67,10 @@ def describe_config_error(error: BaseException, override: str | None) -> str:
     if isinstance(cause, ConfigKeyError | ConfigAttributeError) and "." in full_key:
         group = full_key.rsplit(".", 1)[0]
         schema = next((n for (g, _), n in SCHEMAS.items() if g == group), None)
+        if schema is None and group == "llm":
+            from tsllm.backbone import LLMSpec
+
+            schema = LLMSpec
         if schema is not None:
             return f"{what}: unknown key; {group} takes {', '.join(f.name for f in fields(schema))}"
     return f"{what}: {first}" if what else first
@@ -136,5 +141,22 @@ def _compose_problem(conf_dir: str, overrides: list[str]) -> str | None:
     try:
         TrainConfig.from_cfg(cfg.train)
     except ValueError as e:
+        return str(e)
+    return _llm_problem(cfg)
+
+
+def _llm_problem(cfg: Any) -> str | None:
+    """The llm group is checked too: a missing path (llm=custom) or an unknown key, in one line."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    from tsllm.backbone import BackboneError, LLMSpec
+
+    try:
+        LLMSpec.from_cfg(OmegaConf.to_container(cfg.llm, resolve=True, throw_on_missing=True))
+    except MissingMandatoryValue as e:
+        key = getattr(e, "full_key", "") or "llm"
+        return f"{key} is required for llm={cfg.llm.get('name', '?')}: e.g. {key}=/path/to/model"
+    except BackboneError as e:
         return str(e)
     return None
