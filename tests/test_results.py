@@ -614,3 +614,11 @@ def test_cost_keys_are_the_ones_a_run_records(tmp_path: Path) -> None:
 
     rec = run(make_cfg("encoder=mlp", "encoder.hidden=16", "llm=tiny_random"), run_dir=tmp_path / "run")
     assert set(COST_KEYS) <= set(rec["cost"])
+
+
+def test_controls_reference_is_the_plain_pretrained_llm_arm() -> None:
+    from tsllm.results.stats import default_reference
+
+    arms = ["mean", "attention", "llm[reader.prompt=none, reader.shuffle_latents=null]",
+            "llm[reader.prompt=text, reader.shuffle_latents=eval]", "llm[reader.prompt=text, reader.shuffle_latents=null]"]
+    assert default_reference(arms) == "llm[reader.prompt=text, reader.shuffle_latents=null]"

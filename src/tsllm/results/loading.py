@@ -40,7 +40,7 @@ DATASET_KEYS = ("data.name", "data.root")
 INT_COLUMNS = ("seed", "num_tokens", "num_kernels", "best_epoch", "epochs_run", "resumed_from_epoch", "epochs",
                "trainable_params", "frozen_params", "data_n_train", "data_n_val", "data_n_test", "data_num_classes")
 TIDY_COLUMNS = (
-    *SCALAR_KEYS, "reader", "sweep", "epochs", "trainable_params", "frozen_params", "git_sha", "device",
+    *SCALAR_KEYS, "reader", "run_arm", "sweep", "epochs", "trainable_params", "frozen_params", "git_sha", "device",
     "data_name", *(f"data_{k}" for k in DATA_KEYS), *(f"cost_{k}" for k in COST_KEYS),
     "cell", "context", "arm", "variant", "path",
 )
@@ -143,6 +143,8 @@ def _tidy_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
             row[key] = value
     row.update(
         reader=_get(config, "reader", "name"),
+        # The run's own arm label (train.arm_label: only settings off the defaults are named); newer records.
+        run_arm=record.get("arm"),
         sweep=config.get("sweep_name"),
         epochs=_get(config, "train", "epochs"),
         trainable_params=_get(record, "params", "trainable"),
@@ -213,7 +215,8 @@ def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     setting_keys = [k for k in varying if k not in arm_keys and k != "encoder.name"]
     df["arm"] = _qualified(df["reader"].fillna(df["mode"]), df, arm_keys)
     variant = _qualified(df["encoder"], df, setting_keys)
-    leaks = df["data_leaks_test"].map(lambda v: v is True or v == "True")
+    # Records say how they leak (a text such as "normalise=study_global_minmax: ..."); older ones True.
+    leaks = df["data_leaks_test"].map(lambda v: v is True or (isinstance(v, str) and v not in ("", "False", "None")))
     df["variant"] = variant.where(~leaks, variant + " (leaks TEST)")
     return df
 

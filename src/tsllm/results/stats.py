@@ -58,11 +58,18 @@ def default_baseline(arms: Sequence[str]) -> str | None:
     return next((a for a in candidates if a in BASELINE_BASES), candidates[0] if candidates else None)
 
 
+# The LLM reader's and backbone's defaults (conf/reader/llm.yaml, conf/align/none.yaml, conf/llm/*.yaml);
+# a qualifier at its default (or null) does not make an arm a control.
+READER_DEFAULTS = {"reader.prompt": "text", "reader.suffix": "pad", "reader.pooling": "last",
+                   "reader.align.name": "none", "reader.bos": "False", "llm.weights": "pretrained",
+                   "reader.prefix_cache": "True"}
+
+
 def default_reference(arms: Sequence[str]) -> str | None:
     """The pretrained frozen-LLM arm the controls are measured against.
 
     ``hybrid`` itself when unqualified; otherwise the hybrid arm whose qualifiers are fewest once
-    defaults (``null``, ``pretrained``) are discounted.
+    the reader's defaults (``null``, ``pretrained``, ``text``, ``pad``...) are discounted.
     """
     candidates = [a for a in arms if _base(a) in REFERENCE_BASES]
     if not candidates:
@@ -70,7 +77,8 @@ def default_reference(arms: Sequence[str]) -> str | None:
 
     def changes(arm: str) -> int:
         quals = arm[len(_base(arm)):].strip("[]").split(", ") if "[" in arm else []
-        return sum(not q.endswith(("=null", "=pretrained")) for q in quals)
+        pairs = [q.partition("=") for q in quals]
+        return sum(v != "null" and READER_DEFAULTS.get(k) != v for k, _, v in pairs)
 
     return min(candidates, key=lambda a: (changes(a), a not in REFERENCE_BASES, a))
 
@@ -135,6 +143,11 @@ def headline_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
 def controls_table(df: pd.DataFrame, protocol: str, reference: str | None = None) -> pd.DataFrame:
     """Every arm against the pretrained frozen-LLM arm (:func:`default_reference` unless named), paired."""
     runs = usable_runs(df, protocol)
+    if reference is None and "run_arm" in runs:
+        # Runs that name their own arm: the reference is the one whose runs all read with the plain,
+        # pretrained frozen LLM (label "llm": no setting off its defaults).
+        plain = runs.groupby("arm")["run_arm"].agg(lambda s: set(s) == {"llm"})
+        reference = next(iter(plain[plain].index), None)
     reference = reference or default_reference(list(runs["arm"].unique()) if len(runs) else [])
     if reference is None:
         return labelled(pd.DataFrame(columns=list(PAIRED_COLUMNS)), protocol, baseline=None)
