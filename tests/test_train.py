@@ -152,10 +152,10 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_cli_unknown_dataset_is_one_clear_error(tmp_path: Path) -> None:
-    out = _cli("data.name=NoSuchSet", "logger=none", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    out = _cli("data.name=GunPiont", "logger=none", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
     text = out.stdout + out.stderr
     assert out.returncode == 2, text
-    assert "NoSuchSet" in text and "GunPoint" in text and "Traceback" not in text
+    assert "GunPiont" in text and "did you mean GunPoint" in text and "Traceback" not in text
     assert read_record(tmp_path / "r")["status"] == "failed"
 
 
