@@ -20,7 +20,7 @@ def norm_stats(latents: Tensor, embeddings: Tensor) -> dict[str, Any]:
     vocabulary embeddings with a smaller norm than the position's mean latent norm.
     """
     emb_norms = embeddings.float().norm(dim=-1)  # (V,)
-    median = emb_norms.median().item()
+    median = emb_norms.quantile(0.5).item()  # torch.median would take the lower middle value
     sorted_norms = emb_norms.sort().values
     per_pos = latents.float().norm(dim=-1).mean(dim=0)  # (L,)
     below = torch.searchsorted(sorted_norms, per_pos.contiguous())
