@@ -19,6 +19,8 @@ import math
 import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -151,10 +153,7 @@ class Counter:
         if key in self._llms:
             return self._llms[key]
         spec = LLMSpec.from_cfg(llm_cfg)
-        try:
-            config = load_config(spec)
-        except BackboneError:
-            config = _published_config(llm_cfg.name)
+        config = _config_or_published(spec)
         from transformers import AutoModelForCausalLM
 
         with torch.device("meta"):
@@ -194,7 +193,8 @@ class Counter:
         lora = hybrid and cfg.mode.get("lora")
         loader = lambda *_a, **_k: (llm if not lora else _copy(llm), tok)  # noqa: E731
         device = torch.device("meta") if meta else torch.device("cpu")
-        with mock.patch.multiple("tsllm.model", load_llm=loader), torch.device(device), torch.random.fork_rng():
+        with _patched_backbone(load_llm=loader, load_config=_config_or_published), torch.device(device), \
+                torch.random.fork_rng():
             torch.manual_seed(0)
             model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=shape.n_channels, length=shape.length,
                                 num_classes=shape.num_classes, dataset=dataset, seed=cfg.seed)
@@ -235,6 +235,31 @@ def _reader_flops(reader: nn.Module, n_lat: int, h: int, b: int, eb: int) -> tup
         reader(latents).float().sum().backward()
     evaluate = count_forward_flops(reader, torch.zeros(eb, n_lat, h)) / eb
     return int(counter.get_total_flops()), evaluate
+
+
+@contextmanager
+def _patched_backbone(**replacements: Any) -> Iterator[None]:
+    """Replace tsllm.backbone functions wherever the model code imported them (before and after refactors)."""
+    import tsllm.backbone as backbone
+
+    originals = {attr: getattr(backbone, attr) for attr in replacements}
+    users = [m for name, m in list(sys.modules.items())
+             if name.startswith("tsllm") and m is not None and m is not backbone and name != __name__]
+    with ExitStack() as stack:
+        for module in users:
+            for attr, new in replacements.items():
+                if getattr(module, attr, None) is originals[attr]:
+                    stack.enter_context(mock.patch.object(module, attr, new))
+        yield
+
+
+def _config_or_published(spec: LLMSpec):
+    from tsllm.backbone import BackboneError
+
+    try:
+        return load_config(spec)
+    except BackboneError:
+        return _published_config(spec.name)
 
 
 def _copy(module: nn.Module) -> nn.Module:
