@@ -99,3 +99,14 @@ def test_plan_cli_prints_cells_flops_and_hours(capsys: pytest.CaptureFixture) ->
 def test_plan_names_an_unknown_dataset(caplog: pytest.LogCaptureFixture) -> None:
     assert P.main(["--tflops", "1", "data.name=NoSuchSet"]) == 2
     assert "NoSuchSet" in caplog.text
+
+
+def test_llama31_8b_step_is_counted_on_the_meta_device() -> None:
+    # Not downloadable here: built from its published config on the meta device, no weights.
+    runs, notes = P.plan(["mode=hybrid", "llm=llama31_8b", "encoder=mlp", "encoder.num_tokens=4",
+                          "data.name=GunPoint", "train.epochs=1"])
+    assert any("counted on the meta device" in n for n in notes)
+    non_embedding = 8.03e9 - 2 * 128256 * 4096  # input table and lm_head are not run by the reader
+    tokens = 32 * (4 + 1)  # batch x (latents + suffix); the prompt is cached
+    # forward 2 N t, backward to the latents (no weight gradients: frozen) another 2 N t
+    assert abs(runs["flops_per_step"].iloc[0] / (4 * non_embedding * tokens) - 1) < 0.10
