@@ -104,7 +104,7 @@ def llm_states(reader: nn.Module, latents: Tensor, *, attention: bool = False, l
         layers = []
         for layer_attn in out.attentions:  # (B, heads, T, T)
             row = layer_attn[:, :, -1].float().mean(dim=1)  # (B, T): from the read position, mean over heads
-            zero = torch.zeros(row.shape[0])
+            zero = torch.zeros(row.shape[0], device=row.device)
             layers.append(torch.stack([row[:, spans[s]].sum(dim=-1) if s in spans else zero for s in SPANS], -1))
         mass = torch.stack(layers, dim=1).cpu().numpy()
 

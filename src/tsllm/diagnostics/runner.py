@@ -60,8 +60,14 @@ def subset(split: Split, max_series: int | None) -> Split:
 def encode(model: nn.Module, split: Split, batch_size: int) -> Tensor:
     """Encoder latents [N, L, H] (float32, CPU) of a split, in eval mode."""
     model.eval()
+    device = _device(model)
     x = torch.from_numpy(split.x)
-    return torch.cat([model.encoder(b).float().cpu() for b in x.split(batch_size)])
+    return torch.cat([model.encoder(b.to(device)).float().cpu() for b in x.split(batch_size)])
+
+
+def _device(module: nn.Module) -> torch.device:
+    """Where the module's weights are (the run may end with the model on an accelerator)."""
+    return next(module.parameters()).device
 
 
 def _decode(tokenizer: Any, ids: list[int]) -> list[str]:
@@ -72,7 +78,8 @@ def _decode(tokenizer: Any, ids: list[int]) -> list[str]:
 
 def _states(reader: nn.Module, latents: Tensor, batch_size: int, **kw: Any) -> dict[str, Any]:
     """llm_states over a whole split in batches, concatenated."""
-    parts = [llm_states(reader, b, **kw) for b in latents.split(batch_size)]
+    device = _device(reader.llm)
+    parts = [llm_states(reader, b.to(device), **kw) for b in latents.split(batch_size)]
     out = {"read": [np.concatenate(layer) for layer in zip(*(p.read for p in parts), strict=True)],
            "latent_mean": [np.concatenate(layer) for layer in zip(*(p.latent_mean for p in parts), strict=True)]}
     if parts[0].attention is not None:
@@ -89,7 +96,8 @@ def basic(model: nn.Module, latents: Tensor, labels: np.ndarray, tokenizer: Any,
     if not is_llm_reader(reader):
         out["norms"] = G.latent_norms(latents)
         return out
-    seen = aligned_latents(reader, latents).float()
+    with torch.no_grad():
+        seen = aligned_latents(reader, latents.to(_device(reader.llm))).float().cpu()
     table = reader.embed.weight.detach().float().cpu()
     out["norms"] = G.norm_stats(seen, table)
     ids, cos = G.nearest_tokens(seen, table, k=k)
