@@ -36,7 +36,7 @@ def diagnose(run_dirs: list[Path], level: str = "basic", max_series: int | None 
     loaded = {d: load_run(d) for d in run_dirs}  # all bad inputs surface before any work
     results = {}
     for d, (model, data, _record) in loaded.items():
-        if not is_llm_reader(model.reader) and level == "full":
+        if not is_llm_reader(model.reader):
             log.warning(not_applicable_message(d))
         results[d] = run_diagnostics(model, data, d, level, max_series=max_series)
         log.info("%s: diagnostics (%s) -> %s", d, level, d / "diagnostics.json")

@@ -314,7 +314,9 @@ def plan(overrides: list[str]) -> tuple[pd.DataFrame, set[str]]:
         rest = tuple(o for o in cell if not o.startswith("data.name="))
         by_group.setdefault(rest, []).extend(o.split("=", 1)[1].strip("'\"") for o in cell
                                              if o.startswith("data.name="))
-    for rest, names in by_group.items():
+    shapes: dict[tuple, Shape] = {}
+    for i, (rest, names) in enumerate(by_group.items()):
+        log.info("[%d/%d] %s: %d datasets", i + 1, len(by_group), " ".join(rest) or "(one cell)", len(names) or 1)
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose(config_name="train", overrides=[*plain, *rest])
         for name in names or [cfg.data.name]:
@@ -323,7 +325,10 @@ def plan(overrides: list[str]) -> tuple[pd.DataFrame, set[str]]:
             if key in seen:
                 continue
             seen.add(key)
-            shape = dataset_shape(name, cfg.data, cfg.seed)
+            data_key = (name, json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True), cfg.seed)
+            if data_key not in shapes:
+                shapes[data_key] = dataset_shape(name, cfg.data, cfg.seed)
+            shape = shapes[data_key]
             rows.append({"dataset": name, "encoder": cfg.encoder.name, "mode": cfg.mode.name,
                          "llm": cfg.llm.name if cfg.mode.name != "standalone" else None, "lr": cfg.train.lr,
                          "epochs": cfg.train.epochs, "n_train": shape.n_train, "sizes_from": shape.source,
