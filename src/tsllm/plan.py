@@ -186,7 +186,7 @@ class Counter:
         return self._cache[key]
 
     def _count(self, cfg: DictConfig, shape: Shape, dataset: str) -> tuple[float, float, float]:
-        from tsllm.model import MeanPool, TSClassifier, build_model
+        from tsllm.model import build_model
 
         hybrid = cfg.mode.name != "standalone"
         llm, tok, meta = self._llm(cfg.llm) if hybrid else (None, None, False)
@@ -198,25 +198,40 @@ class Counter:
             torch.manual_seed(0)
             model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=shape.n_channels, length=shape.length,
                                 num_classes=shape.num_classes, dataset=dataset, seed=cfg.seed)
-            b, eb = cfg.train.batch_size, cfg.train.eval_batch_size
-            x, y = torch.randn(b, shape.n_channels, shape.length), torch.randint(0, shape.num_classes, (b,))
-            h = model.head.in_features
-            # Encoder + head on their own (the reader replaced by the mean pool), then the reader alone:
-            # FLOPs add up by module, and the reader's cost depends only on the latents' shape.
-            front = TSClassifier(model.encoder, MeanPool(), h, shape.num_classes)
-            train = count_train_step_flops(front, x, y)
-            evaluate = count_forward_flops(front, x[:1].expand(eb, -1, -1)) / eb
-            enc = count_forward_flops(model.encoder, x) / b
-            if hybrid:
-                n_lat = model.encoder(x[:1]).shape[1]
-                reader_key = json.dumps([OmegaConf.to_container(cfg[g], resolve=True) for g in ("mode", "llm")]
-                                        + [_prompt_key(model.reader), n_lat, h, b, eb], sort_keys=True)
-                if reader_key not in self._readers:
-                    self._readers[reader_key] = _reader_flops(model.reader, n_lat, h, b, eb)
-                r_train, r_eval = self._readers[reader_key]
-                train, evaluate = train + r_train, evaluate + r_eval
+        try:  # outside the device context: it costs a Python call per op, the bulk of the planner's time
+            train, evaluate, n_lat = self._front(model, cfg, shape, device)
+        except RuntimeError:  # a module that makes tensors without a device: count inside the context
+            with torch.device(device):
+                train, evaluate, n_lat = self._front(model, cfg, shape, device)
+        b, eb, h = cfg.train.batch_size, cfg.train.eval_batch_size, model.head.in_features
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.encoder.modules())
-        return train / b, evaluate, enc if has_bn else 0.0
+        bn_refresh = evaluate - 2 * h * shape.num_classes if has_bn else 0.0  # the encoder's forward only
+        if hybrid:
+            reader_key = json.dumps([OmegaConf.to_container(cfg[g], resolve=True) for g in ("mode", "llm")]
+                                    + [_prompt_key(model.reader), n_lat, h, b, eb], sort_keys=True)
+            if reader_key not in self._readers:
+                with torch.device(device):
+                    self._readers[reader_key] = _reader_flops(model.reader, n_lat, h, b, eb)
+            r_train, r_eval = self._readers[reader_key]
+            train, evaluate = train + r_train, evaluate + r_eval
+        return train / b, evaluate, bn_refresh
+
+    @staticmethod
+    def _front(model: nn.Module, cfg: DictConfig, shape: Shape, device: torch.device) -> tuple[int, float, int]:
+        """Encoder + head on their own (the reader replaced by the mean pool): (train step FLOPs at the batch
+        size, eval forward FLOPs per series, latent tokens). FLOPs add up by module, so the reader is counted
+        apart, and only once per latent shape."""
+        from tsllm.model import MeanPool, TSClassifier
+
+        b, h = cfg.train.batch_size, model.head.in_features
+        x = torch.randn(b, shape.n_channels, shape.length, device=device)
+        y = torch.randint(0, shape.num_classes, (b,), device=device)
+        front = TSClassifier(model.encoder, MeanPool(), h, shape.num_classes).to(device)
+        train = count_train_step_flops(front, x, y)
+        # Linear in the batch: eval-mode forward per series (BatchNorm and dropout cost no counted FLOPs).
+        with torch.no_grad():
+            n_lat = model.encoder.eval()(x[:1]).shape[1]
+        return train, count_forward_flops(front, x) / b, n_lat
 
 
 def _prompt_key(reader: nn.Module) -> list[int] | None:
