@@ -167,7 +167,7 @@ class Counter:
         if meta:
             with torch.device("meta"):
                 llm = AutoModelForCausalLM.from_config(config)
-            tok = _tokenizer_or_approx(spec)
+            tok = _tokenizer_or_approx(llm_cfg)
             if isinstance(tok, _ApproxTokenizer):
                 self.notes.add(f"{llm_cfg.name}: tokenizer not available here; prompt length approximated "
                                "as one token per word or punctuation mark (+ BOS)")
@@ -295,17 +295,10 @@ def _published_config(name: str):
     raise PlanError(f"llm {name!r}: its config cannot be loaded here and no published config is bundled")
 
 
-def _tokenizer_or_approx(spec: LLMSpec) -> Any:
-    from tsllm.backbone import byte_tokenizer, resolve_location
+def _tokenizer_or_approx(llm_cfg: DictConfig) -> Any:
+    from tsllm.diagnostics.runs import tokenizer_of
 
-    if spec.random_config is not None:
-        return byte_tokenizer()
-    try:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(resolve_location(spec.name_or_path))
-    except Exception:  # offline or gated: the prompt length is all that is needed
-        return _ApproxTokenizer()
+    return tokenizer_of(llm_cfg) or _ApproxTokenizer()  # the prompt length is all that is needed
 
 
 def run_flops(cfg: DictConfig, shape: Shape, counter: Counter, dataset: str) -> dict[str, float]:

@@ -60,15 +60,19 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, DatasetSplits, dict[str, A
 
 
 def tokenizer_of(llm_cfg: Any) -> Any | None:
-    """The tokenizer of a run's LLM for decoding token ids, or None when it cannot be loaded here."""
-    from tsllm.backbone import byte_tokenizer, resolve_location
+    """The tokenizer of a run's LLM (for decoding token ids), or None when it cannot be loaded here."""
+    from tsllm.backbone import LLMSpec, byte_tokenizer, convert_gguf, resolve_location
 
-    if llm_cfg.get("random_config") is not None:
+    spec = LLMSpec.from_cfg(llm_cfg)
+    if spec.random_config is not None:
         return byte_tokenizer()
     try:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(resolve_location(llm_cfg.name_or_path))
-    except Exception as e:  # any loading failure only costs the decoded strings
-        log.warning("No tokenizer for %s (%s): tokens are shown as ids", llm_cfg.get("name"), type(e).__name__)
+        location = resolve_location(spec.name_or_path)
+        if spec.gguf_file:  # the run converted it already; this finds the converted folder
+            location = str(convert_gguf(location, spec.gguf_file, spec.cache_dir))
+        return AutoTokenizer.from_pretrained(location)
+    except Exception as e:  # any loading failure (offline, gated) only costs the decoded strings
+        log.warning("No tokenizer for %s (%s)", spec.name, type(e).__name__)
         return None
