@@ -144,7 +144,23 @@ class Counter:
         self._llms: dict[str, tuple[nn.Module, Any, bool]] = {}
         self._cache: dict[str, tuple[float, float, float]] = {}
         self._readers: dict[str, tuple[int, float]] = {}
+        self._fronts: dict[str, tuple[int, float, int]] = {}
+        self._sizes: dict[str, int] = {}
         self.notes: set[str] = set()
+
+    def _big(self, llm_cfg: DictConfig) -> bool:
+        """Whether runs with this LLM are counted on the meta device (too large for this machine)."""
+        from transformers import AutoModelForCausalLM
+
+        key = json.dumps(OmegaConf.to_container(llm_cfg, resolve=True), sort_keys=True)
+        if key not in self._sizes:
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(_config_or_published(LLMSpec.from_cfg(llm_cfg)))
+            self._sizes[key] = sum(p.numel() for p in model.parameters())
+            if self._sizes[key] > META_ABOVE_PARAMS:
+                self.notes.add(f"{llm_cfg.name}: {self._sizes[key] / 1e9:.2f} B parameters, counted on the meta "
+                               "device (standalone runs too: their latent size is its hidden size)")
+        return self._sizes[key] > META_ABOVE_PARAMS
 
     def _llm(self, llm_cfg: DictConfig) -> tuple[nn.Module, Any, bool]:
         from tsllm.backbone import BackboneError, load_llm
@@ -153,25 +169,22 @@ class Counter:
         if key in self._llms:
             return self._llms[key]
         spec = LLMSpec.from_cfg(llm_cfg)
-        config = _config_or_published(spec)
-        from transformers import AutoModelForCausalLM
-
-        with torch.device("meta"):
-            n_params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
-        meta = n_params > META_ABOVE_PARAMS
+        meta = self._big(llm_cfg)
         if not meta:
             try:
                 llm, tok = load_llm(spec, seed=0)
             except BackboneError:
                 meta = True
+                self.notes.add(f"{llm_cfg.name}: weights not available here, counted on the meta device")
         if meta:
+            from transformers import AutoModelForCausalLM
+
             with torch.device("meta"):
-                llm = AutoModelForCausalLM.from_config(config)
+                llm = AutoModelForCausalLM.from_config(_config_or_published(spec))
             tok = _tokenizer_or_approx(llm_cfg)
             if isinstance(tok, _ApproxTokenizer):
                 self.notes.add(f"{llm_cfg.name}: tokenizer not available here; prompt length approximated "
                                "as one token per word or punctuation mark (+ BOS)")
-            self.notes.add(f"{llm_cfg.name}: {n_params / 1e9:.2f} B parameters, counted on the meta device")
         self._llms[key] = (freeze(llm), tok, meta)
         return self._llms[key]
 
@@ -189,7 +202,7 @@ class Counter:
         from tsllm.model import build_model
 
         hybrid = cfg.mode.name != "standalone"
-        llm, tok, meta = self._llm(cfg.llm) if hybrid else (None, None, False)
+        llm, tok, meta = self._llm(cfg.llm) if hybrid else (None, None, self._big(cfg.llm))
         lora = hybrid and cfg.mode.get("lora")
         loader = lambda *_a, **_k: (llm if not lora else _copy(llm), tok)  # noqa: E731
         device = torch.device("meta") if meta else torch.device("cpu")
@@ -198,11 +211,16 @@ class Counter:
             torch.manual_seed(0)
             model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=shape.n_channels, length=shape.length,
                                 num_classes=shape.num_classes, dataset=dataset, seed=cfg.seed)
-        try:  # outside the device context: it costs a Python call per op, the bulk of the planner's time
-            train, evaluate, n_lat = self._front(model, cfg, shape, device)
-        except RuntimeError:  # a module that makes tensors without a device: count inside the context
-            with torch.device(device):
-                train, evaluate, n_lat = self._front(model, cfg, shape, device)
+        # The front's cost depends on the encoder and the latent size only: shared by standalone and hybrid.
+        front_key = json.dumps([OmegaConf.to_container(cfg.encoder, resolve=True), model.head.in_features,
+                                cfg.train.batch_size, shape.n_channels, shape.length, shape.num_classes])
+        if front_key not in self._fronts:
+            try:  # outside the device context: it costs a Python call per op, the bulk of the planner's time
+                self._fronts[front_key] = self._front(model, cfg, shape, device)
+            except RuntimeError:  # a module that makes tensors without a device: count inside the context
+                with torch.device(device):
+                    self._fronts[front_key] = self._front(model, cfg, shape, device)
+        train, evaluate, n_lat = self._fronts[front_key]
         b, eb, h = cfg.train.batch_size, cfg.train.eval_batch_size, model.head.in_features
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.encoder.modules())
         bn_refresh = evaluate - 2 * h * shape.num_classes if has_bn else 0.0  # the encoder's forward only
