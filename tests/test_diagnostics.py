@@ -227,6 +227,11 @@ def test_missing_record_or_checkpoint_is_one_line(runs: dict[str, Path], tmp_pat
         load_run(tmp_path / "empty")
     copy = tmp_path / "copy"
     shutil.copytree(runs["hybrid"], copy)
+    record = json.loads((copy / "record.json").read_text())
+    (copy / "record.json").write_text(json.dumps({**record, "status": "running"}))
+    with pytest.raises(DiagnosticsError, match="'running', not finished"):
+        load_run(copy)
+    (copy / "record.json").write_text(json.dumps(record))
     (copy / "checkpoint_best.pt").unlink()
     with pytest.raises(DiagnosticsError, match=r"copy: no checkpoint_best\.pt"):
         load_run(copy)

@@ -31,6 +31,8 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, DatasetSplits, dict[str, A
         raise DiagnosticsError(f"{run_dir}: no {RECORD} (not a tsllm run directory)")
     if not (run_dir / BEST).is_file():
         raise DiagnosticsError(f"{run_dir}: no {BEST} (the run never saved a selected checkpoint)")
+    if record.get("status") != "finished":
+        raise DiagnosticsError(f"{run_dir}: the run is {record.get('status')!r}, not finished (selection not done)")
     if "config" not in record:
         raise DiagnosticsError(f"{run_dir}/{RECORD}: no 'config' key (a record from an older tsllm?)")
     cfg = OmegaConf.create(record["config"])
