@@ -146,8 +146,10 @@ def test_attention_shares_sum_to_one_and_eager_is_restored(reader: LLMReader) ->
     with eager_attention(reader.llm):
         states = llm_states(reader, torch.randn(4, 3, reader.hidden_size), attention=True, lens_k=3)
     assert reader.llm.config._attn_implementation == before
-    assert states.attention.shape == (4, reader.llm.config.num_hidden_layers, len(SPANS))
-    assert np.allclose(states.attention.sum(axis=-1), 1.0, atol=1e-5)
+    assert states.attention.shape == (4, reader.llm.config.num_hidden_layers, len(SPANS) + 1)
+    assert np.allclose(states.attention[..., :len(SPANS)].sum(axis=-1), 1.0, atol=1e-5)
+    # byte tokenizer: no BOS, so the first position belongs to the prompt
+    assert (states.attention[..., 0] == 0).all() and (states.attention[..., 1] >= states.attention[..., -1]).all()
     assert (states.attention[..., SPANS.index("latents")] > 0).all()
     assert states.lens_ids.shape == (reader.llm.config.num_hidden_layers + 1, 4, 3)
 

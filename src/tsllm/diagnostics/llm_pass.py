@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-SPANS = ("bos", "prompt", "latents", "suffix")
+SPANS = ("bos", "prompt", "latents", "suffix")  # disjoint: their attention shares sum to 1
+# Not a partition: the first position is the usual attention sink whether or not it is a BOS token.
+EXTRA = ("first_token",)
 
 
 def is_llm_reader(reader: nn.Module) -> bool:
@@ -75,7 +77,7 @@ class LLMStates:
 
     read: list[np.ndarray]  # per layer 0..N: hidden state at the read position [B, H]
     latent_mean: list[np.ndarray]  # per layer 0..N: mean hidden state over the latent positions [B, H]
-    attention: np.ndarray | None  # [B, N layers, 4 spans (SPANS order)]: attention mass from the read position
+    attention: np.ndarray | None  # [B, N layers, SPANS + EXTRA]: attention mass from the read position
     lens_ids: np.ndarray | None  # [N+1 layers, B, k] top vocabulary ids through final norm + lm_head
 
 
@@ -105,7 +107,8 @@ def llm_states(reader: nn.Module, latents: Tensor, *, attention: bool = False, l
         for layer_attn in out.attentions:  # (B, heads, T, T)
             row = layer_attn[:, :, -1].float().mean(dim=1)  # (B, T): from the read position, mean over heads
             zero = torch.zeros(row.shape[0], device=row.device)
-            layers.append(torch.stack([row[:, spans[s]].sum(dim=-1) if s in spans else zero for s in SPANS], -1))
+            shares = [row[:, spans[s]].sum(dim=-1) if s in spans else zero for s in SPANS]
+            layers.append(torch.stack([*shares, row[:, 0]], -1))
         mass = torch.stack(layers, dim=1).cpu().numpy()
 
     lens = None

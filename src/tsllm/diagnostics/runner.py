@@ -18,7 +18,14 @@ from torch import Tensor, nn
 
 from tsllm.data import DatasetSplits, Split
 from tsllm.diagnostics import geometry as G
-from tsllm.diagnostics.llm_pass import SPANS, aligned_latents, eager_attention, is_llm_reader, llm_states
+from tsllm.diagnostics.llm_pass import (
+    EXTRA,
+    SPANS,
+    aligned_latents,
+    eager_attention,
+    is_llm_reader,
+    llm_states,
+)
 from tsllm.diagnostics.maps import save_map
 from tsllm.diagnostics.probes import layer_probes, probe_accuracy
 from tsllm.diagnostics.runs import DiagnosticsError, tokenizer_of
@@ -135,8 +142,9 @@ def full(model: nn.Module, data: DatasetSplits, train_lat: Tensor, test_lat: Ten
     out["probes"]["read"] = layer_probes(tr["read"], train_y, te["read"], test_y)
     out["probes"]["latent_mean"] = layer_probes(tr["latent_mean"], train_y, te["latent_mean"], test_y)
     shares = te["attention"].mean(axis=0)  # (layers, spans)
-    out["attention"] = {span: shares[:, i].tolist() for i, span in enumerate(SPANS)}
-    out["attention"]["note"] = "share of attention from the read (last) position, mean over heads and TEST series"
+    out["attention"] = {span: shares[:, i].tolist() for i, span in enumerate(SPANS + EXTRA)}
+    out["attention"]["note"] = ("share of attention from the read (last) position, mean over heads and TEST series; "
+                                "bos + prompt + latents + suffix = 1; first_token (the usual sink) overlaps them")
     lens = []
     for layer_ids in te["lens_ids"]:  # (N, k): per series top-k at this layer
         counts = Counter(layer_ids[:, 0].tolist()).most_common(lens_k)
@@ -245,7 +253,7 @@ def summary_scalars(diag: dict[str, Any]) -> dict[str, float]:
         if curve:
             put(f"probe_{kind}_last", curve[-1])
             put(f"probe_{kind}_best_layer", int(np.nanargmax(curve)))
-    for span in SPANS:
+    for span in SPANS + EXTRA:
         shares = diag.get("attention", {}).get(span) or []
         for i, s in enumerate(shares):
             put(f"attn_{span}_L{i}", s)
