@@ -137,8 +137,15 @@ def test_reader_sequence_is_used_when_the_reader_has_one(reader: LLMReader) -> N
                                                         "latents": slice(3, 5), "suffix": slice(5, 6)}
 
     embeds, spans = reader_sequence(WithSequence(), torch.zeros(2, 2, 4))
-    assert embeds.shape == (2, 6, 4)
+    assert embeds.shape == (2, 6, 4)  # its own sequence (which aligns), not rebuilt and not aligned twice
     assert spans["prompt"] == slice(1, 3)  # disjoint from BOS, so the shares add up to 1
+
+
+def test_fallback_sequence_applies_the_readers_alignment(reader: LLMReader, monkeypatch: pytest.MonkeyPatch) -> None:
+    latents = torch.randn(2, 3, reader.hidden_size)
+    monkeypatch.setattr(reader, "align_latents", lambda z: 2 * z, raising=False)
+    embeds, spans = reader_sequence(reader, latents)
+    assert torch.allclose(embeds[:, spans["latents"]], 2 * latents)
 
 
 def test_attention_shares_sum_to_one_and_eager_is_restored(reader: LLMReader) -> None:

@@ -24,9 +24,10 @@ def is_llm_reader(reader: nn.Module) -> bool:
 
 
 def reader_sequence(reader: nn.Module, latents: Tensor) -> tuple[Tensor, dict[str, slice]]:
-    """(inputs_embeds [B, P+L+S, H], spans) exactly as the reader feeds its LLM.
+    """(inputs_embeds [B, P+L+S, H], spans) exactly as the reader feeds its LLM; `latents` are the encoder's.
 
-    Spans are disjoint: "bos" (when the prompt starts with the tokenizer's BOS), "prompt" (the rest of
+    The reader's own `sequence` applies its alignment; without one, `align_latents` is applied here. Spans
+    are disjoint: "bos" (when the prompt starts with the tokenizer's BOS), "prompt" (the rest of
     the prompt), "latents", "suffix".
     """
     if hasattr(reader, "sequence"):
@@ -37,6 +38,7 @@ def reader_sequence(reader: nn.Module, latents: Tensor) -> tuple[Tensor, dict[st
         dtype = reader.embed.weight.dtype
         prompt = reader.embed(reader.prompt_ids).expand(b, -1, -1)
         suffix = reader.embed(reader.suffix_ids).expand(b, -1, -1)
+        latents = aligned_latents(reader, latents)
         embeds = torch.cat([prompt, latents.to(dtype), suffix], dim=1)
         p, n_lat = prompt.shape[1], latents.shape[1]
         spans = {"prompt": slice(0, p), "latents": slice(p, p + n_lat), "suffix": slice(p + n_lat, p + n_lat + 1)}
@@ -94,7 +96,7 @@ def llm_states(reader: nn.Module, latents: Tensor, *, attention: bool = False, l
     is the mean over latent positions (attention mass is then still taken from the last position).
     """
     llm = reader.llm
-    embeds, spans = reader_sequence(reader, aligned_latents(reader, latents))
+    embeds, spans = reader_sequence(reader, latents)
     out = llm(inputs_embeds=embeds, output_hidden_states=True, output_attentions=attention, use_cache=False)
     hidden = out.hidden_states  # N+1 x (B, T, H); the last is already through the final norm
     lat = spans["latents"]
