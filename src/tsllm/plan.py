@@ -211,6 +211,8 @@ class Counter:
             torch.manual_seed(0)
             model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=shape.n_channels, length=shape.length,
                                 num_classes=shape.num_classes, dataset=dataset, seed=cfg.seed)
+        if not isinstance(model.head, nn.Linear):  # a reader that reads series and gives logits (text arm)
+            return self._whole(model, cfg, shape, device)
         # The front's cost depends on the encoder and the latent size only: shared by standalone and hybrid.
         front_key = json.dumps([OmegaConf.to_container(cfg.encoder, resolve=True), model.head.in_features,
                                 cfg.train.batch_size, shape.n_channels, shape.length, shape.num_classes])
@@ -233,6 +235,15 @@ class Counter:
             r_train, r_eval = self._readers[reader_key]
             train, evaluate = train + r_train, evaluate + r_eval
         return train / b, evaluate, bn_refresh
+
+    @staticmethod
+    def _whole(model: nn.Module, cfg: DictConfig, shape: Shape, device: torch.device) -> tuple[float, float, float]:
+        """No encoder/reader split to exploit: the whole model counted on one step and one forward."""
+        b = cfg.train.batch_size
+        with torch.device(device):
+            x = torch.randn(b, shape.n_channels, shape.length)
+            y = torch.randint(0, shape.num_classes, (b,))
+            return count_train_step_flops(model, x, y) / b, count_forward_flops(model, x) / b, 0.0
 
     @staticmethod
     def _front(model: nn.Module, cfg: DictConfig, shape: Shape, device: torch.device) -> tuple[int, float, int]:

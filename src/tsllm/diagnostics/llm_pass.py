@@ -19,8 +19,11 @@ EXTRA = ("first_token",)
 
 
 def is_llm_reader(reader: nn.Module) -> bool:
-    """True for readers that run a causal LM over the latents (they expose `llm` and `embed`)."""
-    return hasattr(reader, "llm") and hasattr(reader, "embed")
+    """True for readers that run a causal LM over encoder latents (they expose `llm` and `embed`).
+
+    A reader that reads the series itself and gives logits (the text arm) has no latent tokens to diagnose.
+    """
+    return hasattr(reader, "llm") and hasattr(reader, "embed") and not getattr(reader, "gives_logits", False)
 
 
 def reader_sequence(reader: nn.Module, latents: Tensor) -> tuple[Tensor, dict[str, slice]]:
