@@ -1,0 +1,130 @@
+"""One uncached pass of [prompt | latents | suffix] through the reader's LLM, keeping every layer.
+
+Works with today's LLMReader and with readers that expose `sequence(latents)` (the readers/ package).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+SPANS = ("bos", "prompt", "latents", "suffix")  # disjoint: their attention shares sum to 1
+# Not a partition: the first position is the usual attention sink whether or not it is a BOS token.
+EXTRA = ("first_token",)
+
+
+def is_llm_reader(reader: nn.Module) -> bool:
+    """True for readers that run a causal LM over encoder latents (they expose `llm` and `embed`).
+
+    A reader that reads the series itself and gives logits (the text arm) has no latent tokens to diagnose.
+    """
+    return hasattr(reader, "llm") and hasattr(reader, "embed") and not getattr(reader, "gives_logits", False)
+
+
+def reader_sequence(reader: nn.Module, latents: Tensor) -> tuple[Tensor, dict[str, slice]]:
+    """(inputs_embeds [B, P+L+S, H], spans) exactly as the reader feeds its LLM; `latents` are the encoder's.
+
+    The reader's own `sequence` applies its alignment; without one, `align_latents` is applied here. Spans
+    are disjoint: "bos" (when the prompt starts with the tokenizer's BOS), "prompt" (the rest of
+    the prompt), "latents", "suffix".
+    """
+    if hasattr(reader, "sequence"):
+        embeds, spans = reader.sequence(latents)
+        spans = dict(spans)
+    else:
+        b = latents.shape[0]
+        dtype = reader.embed.weight.dtype
+        prompt = reader.embed(reader.prompt_ids).expand(b, -1, -1)
+        suffix = reader.embed(reader.suffix_ids).expand(b, -1, -1)
+        latents = aligned_latents(reader, latents)
+        embeds = torch.cat([prompt, latents.to(dtype), suffix], dim=1)
+        p, n_lat = prompt.shape[1], latents.shape[1]
+        spans = {"prompt": slice(0, p), "latents": slice(p, p + n_lat), "suffix": slice(p + n_lat, p + n_lat + 1)}
+        bos = getattr(reader.llm.config, "bos_token_id", None)
+        if bos is not None and p > 0 and int(reader.prompt_ids[0]) == bos:
+            spans["bos"] = slice(0, 1)
+    if "bos" in spans and spans["prompt"].start == spans["bos"].start:
+        spans["prompt"] = slice(spans["bos"].stop, spans["prompt"].stop)
+    return embeds, spans
+
+
+def aligned_latents(reader: nn.Module, latents: Tensor) -> Tensor:
+    """The latents as the LLM sees them (after the reader's alignment, identity when it has none)."""
+    return reader.align_latents(latents) if hasattr(reader, "align_latents") else latents
+
+
+@contextmanager
+def eager_attention(llm: nn.Module) -> Iterator[None]:
+    """Eager attention for this pass only (fused kernels return no weights); the previous one is restored."""
+    before = getattr(llm.config, "_attn_implementation", None)
+    setter = getattr(llm, "set_attn_implementation", None)
+    if setter is not None:
+        setter("eager")
+    else:
+        llm.config._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        if setter is not None and before is not None:
+            setter(before)
+        else:
+            llm.config._attn_implementation = before
+
+
+@dataclass
+class LLMStates:
+    """What one pass over a batch of series yields, on CPU as float32 numpy."""
+
+    read: list[np.ndarray]  # per layer 0..N: hidden state at the read position [B, H]
+    latent_mean: list[np.ndarray]  # per layer 0..N: mean hidden state over the latent positions [B, H]
+    attention: np.ndarray | None  # [B, N layers, SPANS + EXTRA]: attention mass from the read position
+    lens_ids: np.ndarray | None  # [N+1 layers, B, k] top vocabulary ids through final norm + lm_head
+
+
+def _final_norm(llm: nn.Module) -> nn.Module | None:
+    decoder = llm.get_decoder() if hasattr(llm, "get_decoder") else None
+    return getattr(decoder, "norm", None) or getattr(decoder, "final_layernorm", None)
+
+
+@torch.no_grad()
+def llm_states(reader: nn.Module, latents: Tensor, *, attention: bool = False, lens_k: int = 0) -> LLMStates:
+    """Hidden states of every layer for a batch of latents [B, L, H]; optionally attention mass and logit lens.
+
+    The read position is the last one when the reader pools "last"; with "mean" pooling the read state
+    is the mean over latent positions (attention mass is then still taken from the last position).
+    """
+    llm = reader.llm
+    embeds, spans = reader_sequence(reader, latents)
+    out = llm(inputs_embeds=embeds, output_hidden_states=True, output_attentions=attention, use_cache=False)
+    hidden = out.hidden_states  # N+1 x (B, T, H); the last is already through the final norm
+    lat = spans["latents"]
+    latent_mean = [h[:, lat].float().mean(dim=1) for h in hidden]
+    read = latent_mean if getattr(reader, "pooling", "last") == "mean" else [h[:, -1].float() for h in hidden]
+
+    mass = None
+    if attention:
+        layers = []
+        for layer_attn in out.attentions:  # (B, heads, T, T)
+            row = layer_attn[:, :, -1].float().mean(dim=1)  # (B, T): from the read position, mean over heads
+            zero = torch.zeros(row.shape[0], device=row.device)
+            shares = [row[:, spans[s]].sum(dim=-1) if s in spans else zero for s in SPANS]
+            layers.append(torch.stack([*shares, row[:, 0]], -1))
+        mass = torch.stack(layers, dim=1).cpu().numpy()
+
+    lens = None
+    if lens_k:
+        norm, head = _final_norm(llm), llm.get_output_embeddings()
+        ids = []
+        for i, h in enumerate(hidden):
+            state = h[:, -1]
+            if i < len(hidden) - 1 and norm is not None:  # the last state is already normed
+                state = norm(state)
+            ids.append(head(state).float().topk(lens_k, dim=-1).indices.cpu().numpy())
+        lens = np.stack(ids)
+    return LLMStates(read=[r.cpu().numpy() for r in read], latent_mean=[m.cpu().numpy() for m in latent_mean],
+                     attention=mass, lens_ids=lens)

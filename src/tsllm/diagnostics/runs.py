@@ -1,0 +1,80 @@
+"""A finished run rebuilt from its directory: record, data and the selected checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from tsllm.data import DataError, DatasetSplits, load_ucr
+from tsllm.loop import BEST, seed_everything
+from tsllm.records import RECORD, read_record
+
+log = logging.getLogger(__name__)
+
+
+class DiagnosticsError(ValueError):
+    """Bad input to the diagnostics: one line naming the run directory and what is wrong."""
+
+
+def load_run(run_dir: str | Path) -> tuple[nn.Module, DatasetSplits, dict[str, Any]]:
+    """(model with its selected weights, the same data splits, the record) of a finished run."""
+    from tsllm.model import build_model
+
+    run_dir = Path(run_dir)
+    record = read_record(run_dir) if run_dir.is_dir() else None
+    if record is None:
+        raise DiagnosticsError(f"{run_dir}: no {RECORD} (not a tsllm run directory)")
+    if not (run_dir / BEST).is_file():
+        raise DiagnosticsError(f"{run_dir}: no {BEST} (the run never saved a selected checkpoint)")
+    if record.get("status") != "finished":
+        raise DiagnosticsError(f"{run_dir}: the run is {record.get('status')!r}, not finished (selection not done)")
+    if "config" not in record:
+        raise DiagnosticsError(f"{run_dir}/{RECORD}: no 'config' key (a record from an older tsllm?)")
+    cfg = OmegaConf.create(record["config"])
+    try:
+        data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise,
+                        val_fraction=cfg.data.val_fraction, seed=cfg.seed, missing=cfg.data.missing)
+    except DataError as e:
+        held = record.get("data", {}).get("files", {}).get("train") or f"data.root={cfg.data.root}"
+        raise DiagnosticsError(f"{run_dir}: dataset {cfg.data.name!r} cannot be found at the path the record "
+                               f"holds ({held}): {str(e).splitlines()[0]}") from None
+    recorded = record.get("data", {}).get("sha256")
+    if recorded is not None and recorded != data.meta.get("sha256"):
+        raise DiagnosticsError(f"{run_dir}: the dataset files at {data.meta.get('files', {}).get('train')} "
+                               "changed since the run (checksum differs from the record)")
+    seed_everything(cfg.seed)  # a random-init LLM is rebuilt from the seed, exactly as the run built it
+    # The one place that rebuilds a run's model; the builder's signature is the run's (see train._train).
+    model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=data.n_channels, length=data.length,
+                        num_classes=data.num_classes, dataset=data.name, seed=cfg.seed)
+    state = torch.load(run_dir / BEST, map_location="cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Frozen LLM weights are never checkpointed; anything else missing means another architecture.
+    missing = [k for k in missing if not k.startswith("reader.llm.")]
+    if missing or unexpected:
+        raise DiagnosticsError(f"{run_dir}/{BEST} does not fit the model the record describes "
+                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval(), data, record
+
+
+def tokenizer_of(llm_cfg: Any) -> Any | None:
+    """The tokenizer of a run's LLM (for decoding token ids), or None when it cannot be loaded here."""
+    from tsllm.backbone import LLMSpec, byte_tokenizer, convert_gguf, resolve_location
+
+    spec = LLMSpec.from_cfg(llm_cfg)
+    if spec.random_config is not None:
+        return byte_tokenizer()
+    try:
+        from transformers import AutoTokenizer
+
+        location = resolve_location(spec.name_or_path)
+        if spec.gguf_file:  # the run converted it already; this finds the converted folder
+            location = str(convert_gguf(location, spec.gguf_file, spec.cache_dir))
+        return AutoTokenizer.from_pretrained(location)
+    except Exception as e:  # any loading failure (offline, gated) only costs the decoded strings
+        log.warning("No tokenizer for %s (%s)", spec.name, type(e).__name__)
+        return None

@@ -1,0 +1,292 @@
+"""Diagnostics of finished runs: pure functions, the LLM pass, the runner, the CLI and the notebook."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tsllm.backbone import LLMSpec, freeze, load_llm
+from tsllm.diagnose import main as diagnose_main
+from tsllm.diagnostics import (
+    SPANS,
+    DiagnosticsError,
+    collapse,
+    diagnostics_table,
+    layer_probes,
+    linear_cka,
+    llm_states,
+    load_run,
+    nearest_tokens,
+    norm_stats,
+    reader_sequence,
+    resolve_level,
+    run_diagnostics,
+    summary_scalars,
+    top1_agreement,
+)
+from tsllm.diagnostics.llm_pass import eager_attention
+from tsllm.diagnostics.runner import _states
+from tsllm.model import LLMReader
+from tsllm.train import CONF_DIR, run
+
+from conftest import make_cfg
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "results" / "notebooks" / "04_diagnostics.ipynb"
+PROMPT = "Classify these: "
+
+
+@pytest.fixture(scope="module")
+def reader() -> LLMReader:
+    cfg = OmegaConf.load(Path(CONF_DIR) / "llm" / "tiny_random.yaml")
+    cfg.cache_dir = None
+    llm, tok = load_llm(LLMSpec.from_cfg(cfg), seed=0)
+    return LLMReader(freeze(llm), tok, PROMPT, prefix_cache=True).eval()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A finished hybrid run and the standalone run of the same encoder, dataset and seed (1 epoch each)."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for mode in ("hybrid", "standalone"):
+        out[mode] = root / mode
+        run(make_cfg(f"mode={mode}", "llm=tiny_random", "encoder=cnn", "encoder.num_tokens=3"), run_dir=out[mode])
+    return out
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+def test_latents_equal_to_token_embeddings_have_those_tokens_nearest(reader: LLMReader) -> None:
+    table = reader.embed.weight.detach()
+    ids = torch.tensor([[5, 70, 200], [33, 33, 101]])
+    near, cos = nearest_tokens(table[ids], table, k=5)
+    assert torch.equal(near[..., 0], ids)
+    assert torch.allclose(cos[..., 0], torch.ones_like(cos[..., 0]), atol=1e-5)
+    assert (cos[..., 1:] < 1 - 1e-4).all()
+
+
+def test_norm_ratio_and_percentile() -> None:
+    table = torch.diag(torch.arange(1.0, 11.0))  # norms 1..10, median 5.5
+    stats = norm_stats(torch.full((4, 1, 10), 0.0).index_fill(2, torch.tensor([0]), 11.0), table)
+    assert stats["ratio_to_median"] == pytest.approx([2.0]) and stats["percentile"] == [100.0]
+    stats = norm_stats(torch.zeros(4, 1, 10).index_fill(2, torch.tensor([0]), 0.5), table)
+    assert stats["ratio_to_median"] == pytest.approx([0.5 / 5.5]) and stats["percentile"] == [0.0]
+
+
+def test_collapse_is_one_for_identical_tokens_and_low_for_orthogonal_ones() -> None:
+    assert collapse(torch.ones(3, 4, 8))["mean_pairwise_cosine"] == pytest.approx(1.0)
+    assert collapse(torch.eye(4)[None].repeat(2, 1, 1))["mean_pairwise_cosine"] == pytest.approx(0.0)
+    assert collapse(torch.ones(3, 1, 8))["mean_pairwise_cosine"] is None
+
+
+def test_top1_agreement_across_series_and_classes() -> None:
+    top1 = np.array([[7, 1], [7, 2], [7, 3], [9, 4]])
+    labels = np.array([0, 0, 1, 1])
+    agreement = top1_agreement(top1, labels)
+    assert agreement["across_series"][0] == 0.75 and agreement["across_series"][1] == 0.25
+    assert agreement["across_classes"][0] == 1.0  # class 1's tie (7 vs 9) resolves to the first seen: 7
+
+
+def test_cka_identity_rotation_and_noise() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 20))
+    q, _ = np.linalg.qr(rng.normal(size=(20, 20)))
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, x @ q) == pytest.approx(1.0)
+    assert linear_cka(x, rng.normal(size=(500, 20))) < 0.1
+
+
+def test_cka_refuses_different_examples() -> None:
+    with pytest.raises(ValueError, match="same examples"):
+        linear_cka(np.zeros((3, 2)), np.zeros((4, 2)))
+
+
+# ----------------------------------------------------------------------------- the LLM pass
+
+
+def test_read_state_is_what_the_reader_returns(reader: LLMReader) -> None:
+    latents = torch.randn(3, 2, reader.hidden_size)
+    states = llm_states(reader, latents)
+    assert len(states.read) == reader.llm.config.num_hidden_layers + 1
+    assert np.allclose(states.read[-1], reader(latents).detach().numpy(), atol=1e-4)
+
+
+def test_sequence_spans_cover_prompt_latents_and_suffix(reader: LLMReader) -> None:
+    latents = torch.randn(2, 3, reader.hidden_size)
+    embeds, spans = reader_sequence(reader, latents)
+    p = reader.prompt_ids.numel()
+    assert embeds.shape == (2, p + 3 + 1, reader.hidden_size)
+    assert spans["latents"] == slice(p, p + 3) and torch.equal(embeds[:, spans["latents"]], latents)
+
+
+def test_reader_sequence_is_used_when_the_reader_has_one(reader: LLMReader) -> None:
+    class WithSequence(torch.nn.Module):
+        def sequence(self, latents):
+            return torch.zeros(latents.shape[0], 6, 4), {"bos": slice(0, 1), "prompt": slice(0, 3),
+                                                        "latents": slice(3, 5), "suffix": slice(5, 6)}
+
+    embeds, spans = reader_sequence(WithSequence(), torch.zeros(2, 2, 4))
+    assert embeds.shape == (2, 6, 4)  # its own sequence (which aligns), not rebuilt and not aligned twice
+    assert spans["prompt"] == slice(1, 3)  # disjoint from BOS, so the shares add up to 1
+
+
+def test_fallback_sequence_applies_the_readers_alignment(reader: LLMReader, monkeypatch: pytest.MonkeyPatch) -> None:
+    latents = torch.randn(2, 3, reader.hidden_size)
+    monkeypatch.setattr(reader, "align_latents", lambda z: 2 * z, raising=False)
+    embeds, spans = reader_sequence(reader, latents)
+    assert torch.allclose(embeds[:, spans["latents"]], 2 * latents)
+
+
+def test_attention_shares_sum_to_one_and_eager_is_restored(reader: LLMReader) -> None:
+    before = reader.llm.config._attn_implementation
+    with eager_attention(reader.llm):
+        states = llm_states(reader, torch.randn(4, 3, reader.hidden_size), attention=True, lens_k=3)
+    assert reader.llm.config._attn_implementation == before
+    assert states.attention.shape == (4, reader.llm.config.num_hidden_layers, len(SPANS) + 1)
+    assert np.allclose(states.attention[..., :len(SPANS)].sum(axis=-1), 1.0, atol=1e-5)
+    # byte tokenizer: no BOS, so the first position belongs to the prompt
+    assert (states.attention[..., 0] == 0).all() and (states.attention[..., 1] >= states.attention[..., -1]).all()
+    assert (states.attention[..., SPANS.index("latents")] > 0).all()
+    assert states.lens_ids.shape == (reader.llm.config.num_hidden_layers + 1, 4, 3)
+
+
+def test_probes_one_per_layer_and_separable_at_the_last(reader: LLMReader) -> None:
+    gen = torch.Generator().manual_seed(0)
+    direction = torch.randn(reader.hidden_size, generator=gen)
+
+    def make(n: int) -> tuple[torch.Tensor, np.ndarray]:
+        y = torch.arange(n) % 2
+        latents = torch.randn(n, 2, reader.hidden_size, generator=gen) * 0.3
+        latents += (2 * y - 1).float()[:, None, None] * direction  # the class is one direction, by construction
+        return latents, y.numpy()
+
+    (train, train_y), (test, test_y) = make(80), make(80)
+    tr, te = _states(reader, train, 32), _states(reader, test, 32)
+    accs = layer_probes(tr["read"], train_y, te["read"], test_y)
+    assert len(accs) == reader.llm.config.num_hidden_layers + 1
+    assert all(0.0 <= a <= 1.0 for a in accs)
+    assert accs[-1] >= 0.95
+
+
+# ----------------------------------------------------------------------------- finished runs
+
+
+def test_diagnostics_of_a_finished_run_are_identical_twice(runs: dict[str, Path]) -> None:
+    model, data, _ = load_run(runs["hybrid"])
+    first = run_diagnostics(model, data, runs["hybrid"], "full", max_series=40)
+    text = (runs["hybrid"] / "diagnostics.json").read_text()
+    model, data, _ = load_run(runs["hybrid"])
+    assert run_diagnostics(model, data, runs["hybrid"], "full", max_series=40) == first
+    assert (runs["hybrid"] / "diagnostics.json").read_text() == text
+    assert (runs["hybrid"] / "diagnostics_tsne.png").stat().st_size > 1000
+    n_layers = model.reader.llm.config.num_hidden_layers
+    assert len(first["probes"]["read"]) == len(first["probes"]["latent_mean"]) == n_layers + 1
+    assert len(first["logit_lens"]) == n_layers + 1 and len(first["nearest_tokens"]["per_position"]) == 3
+
+
+def test_summary_scalars_are_flat_floats(runs: dict[str, Path]) -> None:
+    model, data, _ = load_run(runs["hybrid"])
+    scalars = summary_scalars(run_diagnostics(model, data, runs["hybrid"], "full", max_series=40))
+    n_layers = model.reader.llm.config.num_hidden_layers
+    assert all(isinstance(v, float) for v in scalars.values())
+    assert {f"diag_probe_read_L{i}" for i in range(n_layers + 1)} <= set(scalars)
+    assert {"diag_norm_ratio_median", "diag_attn_latents_mean", "diag_cka_latents_read"} <= set(scalars)
+
+
+def test_level_auto_is_basic_for_llm_readers_and_none_otherwise(runs: dict[str, Path]) -> None:
+    hybrid, _, _ = load_run(runs["hybrid"])
+    standalone, data, _ = load_run(runs["standalone"])
+    assert resolve_level("auto", hybrid) == "basic" and resolve_level("auto", standalone) == "none"
+    assert run_diagnostics(standalone, data, runs["standalone"], "auto") == {}
+    with pytest.raises(DiagnosticsError, match="diagnostics.level='most'"):
+        resolve_level("most", hybrid)
+
+
+def test_cli_pairs_hybrid_with_standalone_and_writes_the_table(runs: dict[str, Path], tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    table = tmp_path / "diag.csv"
+    assert diagnose_main([str(runs["hybrid"]), str(runs["standalone"]), "--level", "full", "--max-series", "40",
+                          "--table", str(table)]) == 0
+    assert "standalone run (no LLM reads its latents)" in caplog.text and "attention mass" in caplog.text
+    hybrid = json.loads((runs["hybrid"] / "diagnostics.json").read_text())
+    assert hybrid["cka_vs_standalone"]["run_dir"] == str(runs["standalone"])
+    standalone = json.loads((runs["standalone"] / "diagnostics.json").read_text())
+    assert "attention" not in standalone and "attention mass" in standalone["not_applicable"]
+    assert "pooled_latents" in standalone["probes"] and "latent_norm" in standalone["norms"]
+    df = diagnostics_table(runs["hybrid"].parent)
+    assert len(df) == 2 and set(df["mode"]) == {"hybrid", "standalone"}
+    assert table.is_file()
+
+
+def test_missing_record_or_checkpoint_is_one_line(runs: dict[str, Path], tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(DiagnosticsError, match=r"empty: no record\.json"):
+        load_run(tmp_path / "empty")
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["hybrid"], copy)
+    record = json.loads((copy / "record.json").read_text())
+    (copy / "record.json").write_text(json.dumps({**record, "status": "running"}))
+    with pytest.raises(DiagnosticsError, match="'running', not finished"):
+        load_run(copy)
+    (copy / "record.json").write_text(json.dumps(record))
+    (copy / "checkpoint_best.pt").unlink()
+    with pytest.raises(DiagnosticsError, match=r"copy: no checkpoint_best\.pt"):
+        load_run(copy)
+    assert diagnose_main([str(copy)]) == 2
+    assert "checkpoint_best.pt" in caplog.text
+
+
+def test_missing_dataset_names_the_path_the_record_holds(runs: dict[str, Path], tmp_path: Path) -> None:
+    copy = tmp_path / "moved"
+    shutil.copytree(runs["hybrid"], copy)
+    record = json.loads((copy / "record.json").read_text())
+    record["config"]["data"]["root"] = str(tmp_path / "gone")
+    record["data"]["files"]["train"] = str(tmp_path / "gone" / "ItalyPowerDemand_TRAIN.tsv")
+    (copy / "record.json").write_text(json.dumps(record))
+    with pytest.raises(DiagnosticsError, match=r"gone/ItalyPowerDemand_TRAIN\.tsv"):
+        load_run(copy)
+
+
+# ----------------------------------------------------------------------------- notebook
+
+
+@pytest.fixture(scope="module")
+def python3_kernel() -> str:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if "python3" not in KernelSpecManager().find_kernel_specs():
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix"], check=True,
+                       capture_output=True, timeout=120)
+    return "python3"
+
+
+def test_notebook_executes_on_a_table_of_real_tiny_runs(runs: dict[str, Path], tmp_path: Path, python3_kernel: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    assert diagnose_main([str(runs["hybrid"]), str(runs["standalone"]), "--level", "full", "--max-series", "40",
+                          "--table", str(tmp_path / "diag.csv")]) == 0
+    monkeypatch.setenv("TSLLM_DIAG_TABLE", str(tmp_path / "diag.csv"))
+    monkeypatch.setenv("TSLLM_SAVE_FIGS", "1")
+    monkeypatch.setenv("TSLLM_FIG_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")  # committed without outputs
+    NotebookClient(nb, kernel_name=python3_kernel, timeout=120,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o["output_type"] == "error"]
+    figures = {p.name for p in (tmp_path / "figures").glob("04_*.png")}
+    assert figures == {"04_probe_curves.png", "04_norm_ratios.png", "04_attention_mass.png"}

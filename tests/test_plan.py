@@ -1,0 +1,112 @@
+"""tsllm.flops and tsllm.plan: FLOP counts that agree with theory and with a real run."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from tsllm import plan as P
+from tsllm.data import load_ucr
+from tsllm.flops import count_forward_flops, count_train_step_flops
+from tsllm.train import run
+
+from conftest import make_cfg
+
+
+def test_llm_forward_is_two_flops_per_parameter_per_token() -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("llama", hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
+                                  num_attention_heads=8, num_key_value_heads=4, vocab_size=1000)
+    with torch.device("meta"):
+        decoder = AutoModelForCausalLM.from_config(config).get_decoder()
+        tokens = 2 * 24
+        flops = count_forward_flops(decoder, inputs_embeds=torch.zeros(2, tokens // 2, 512))
+    non_embedding = sum(p.numel() for p in decoder.parameters()) - decoder.embed_tokens.weight.numel()
+    assert abs(flops / (2 * non_embedding * tokens) - 1) < 0.10
+
+
+def test_train_step_count_leaves_the_model_as_it_was() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.BatchNorm1d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 8, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flops = count_train_step_flops(model, torch.randn(5, 1, 10), torch.tensor([0, 1, 2, 0, 1]))
+    assert flops > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_expand_follows_hydra_sweep_syntax() -> None:
+    plain, cells = P.expand(["-m", "encoder=mlp,cnn", "mode=standalone,hybrid", "train.lr=1e-3"])
+    assert plain == ["train.lr=1e-3"]
+    assert len(cells) == 4 and ["encoder=cnn", "mode=hybrid"] in cells
+
+
+def test_experiment_grid_expands_with_its_sweeper_params() -> None:
+    _, cells = P.expand(["experiment=paper_grid", "data.name=GunPoint"])
+    assert len(cells) == 5 * 2 * 3 * 2 * 2
+
+
+def test_ucr2015_sizes_outside_data_root_come_from_the_table() -> None:
+    names = P.dataset_names("ucr2015", None)  # only four ship with sktime
+    assert len(names) == 85
+
+
+@pytest.mark.parametrize("name", ["GunPoint", "ItalyPowerDemand", "ArrowHead", "OSULeaf"])
+def test_bundled_sizes_match_the_shipped_data(name: str) -> None:
+    row = P.sizes_table()[name]
+    d = load_ucr(name, None)
+    n_train = len(d.train.y) + (0 if d.val is None else len(d.val.y))
+    assert (row["n_train"], row["n_test"], row["length"], row["num_classes"]) == (
+        n_train, len(d.test.y), d.length, d.num_classes)
+
+
+def test_llama31_8b_falls_back_to_its_published_dimensions() -> None:
+    config = P._published_config("llama31_8b")
+    bundled = json.loads(resources.files("tsllm").joinpath("assets/llama31_8b_config.json").read_text())
+    for key, value in P.LLAMA31_8B_DIMS.items():
+        assert getattr(config, key) == value == bundled.get(key, value), key
+
+
+@pytest.mark.parametrize("encoder", ["cnn", "mlp"])
+def test_plan_agrees_with_a_real_one_epoch_run(encoder: str, tmp_path: Path) -> None:
+    overrides = ["mode=hybrid", "llm=tiny_random", f"encoder={encoder}", "encoder.num_tokens=2", "train.epochs=1",
+                 "logger=none", "data.name=ItalyPowerDemand"]
+    runs, _ = P.plan(overrides)
+    assert len(runs) == 1
+    counter = FlopCounterMode(display=False)
+    with counter:
+        record = run(make_cfg(*overrides), run_dir=tmp_path / "run")
+    assert record["status"] == "finished"
+    real = counter.get_total_flops()
+    # The run also builds the prompt's key/value cache once; everything else must match.
+    assert abs(runs["flops"].iloc[0] / real - 1) < 0.02, (runs["flops"].iloc[0], real)
+    assert runs["steps"].iloc[0] == 1 * -(-record["data"]["n_train"] // 32)
+
+
+def test_plan_cli_prints_cells_flops_and_hours(capsys: pytest.CaptureFixture) -> None:
+    assert P.main(["--tflops", "100", "mode=standalone", "encoder=mlp,cnn", "train.epochs=2",
+                   "data.name=ItalyPowerDemand"]) == 0
+    out = capsys.readouterr().out
+    assert "2 cells, 2 distinct runs" in out and "hours at 100 TFLOP/s (given)" in out
+
+
+def test_plan_names_an_unknown_dataset(caplog: pytest.LogCaptureFixture) -> None:
+    assert P.main(["--tflops", "1", "data.name=NoSuchSet"]) == 2
+    assert "NoSuchSet" in caplog.text
+
+
+def test_llama31_8b_step_is_counted_on_the_meta_device() -> None:
+    # Not downloadable here: built from its published config on the meta device, no weights.
+    runs, notes = P.plan(["mode=hybrid", "llm=llama31_8b", "encoder=mlp", "encoder.num_tokens=4",
+                          "data.name=GunPoint", "train.epochs=1"])
+    assert any("counted on the meta device" in n for n in notes)
+    non_embedding = 8.03e9 - 2 * 128256 * 4096  # input table and lm_head are not run by the reader
+    tokens = 32 * (4 + 1)  # batch x (latents + suffix); the prompt is cached
+    # forward 2 N t, backward to the latents (no weight gradients: frozen) another 2 N t
+    assert abs(runs["flops_per_step"].iloc[0] / (4 * non_embedding * tokens) - 1) < 0.10
