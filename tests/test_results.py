@@ -22,7 +22,7 @@ from scipy import stats
 from tsllm import results as R
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO / "results" / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((REPO / "results" / "notebooks").glob("0[1-3]_*.ipynb"))  # 04 reads the diagnostics table
 REFERENCE = REPO / "results" / "reference" / "ucr_published_accuracy.csv"
 
 
@@ -622,3 +622,14 @@ def test_controls_reference_is_the_plain_pretrained_llm_arm() -> None:
     arms = ["mean", "attention", "llm[reader.prompt=none, reader.shuffle_latents=null]",
             "llm[reader.prompt=text, reader.shuffle_latents=eval]", "llm[reader.prompt=text, reader.shuffle_latents=null]"]
     assert default_reference(arms) == "llm[reader.prompt=text, reader.shuffle_latents=null]"
+
+
+def test_a_hybrid_run_diagnoses_itself_and_its_scalars_join_the_tidy_table(tmp_path: Path) -> None:
+    from tsllm.train import run
+
+    from conftest import make_cfg
+
+    rec = run(make_cfg("mode=hybrid", "llm=tiny_random", "encoder=mlp", "encoder.hidden=16"), run_dir=tmp_path / "h")
+    assert (tmp_path / "h" / "diagnostics.json").is_file() and rec["diagnostics"]["diag_norm_ratio_median"] > 0
+    df = R.load_records([tmp_path])
+    assert df.loc[0, "diag_norm_ratio_median"] == rec["diagnostics"]["diag_norm_ratio_median"]

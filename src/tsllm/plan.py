@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib import resources
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -137,6 +138,14 @@ class _ApproxTokenizer:
         return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + [3] * len(pieces)}
 
 
+def _mode_of(cfg: DictConfig) -> str:
+    """standalone | hybrid | lora | text, from the reader a config names."""
+    from hydra.utils import get_class
+
+    mode = get_class(cfg.reader._target_).mode
+    return "lora" if mode == "hybrid" and cfg.reader.get("lora") else mode
+
+
 class Counter:
     """FLOP counts per distinct shape, with one LLM per spec kept loaded (real or on the meta device)."""
 
@@ -192,7 +201,7 @@ class Counter:
         """(training FLOPs per TRAIN series, forward FLOPs per evaluated series, encoder forward per series)."""
         key = json.dumps([OmegaConf.to_container(cfg[g], resolve=True) for g in ("encoder", "mode", "llm")]
                          + [cfg.train.batch_size, cfg.train.eval_batch_size, shape.n_channels, shape.length,
-                            shape.num_classes, dataset if "{dataset}" in str(cfg.mode.get("prompt")) else ""],
+                            shape.num_classes, dataset if "{dataset}" in str(cfg.reader.get("template")) else ""],
                          sort_keys=True)
         if key not in self._cache:
             self._cache[key] = self._count(cfg, shape, dataset)
@@ -200,17 +209,18 @@ class Counter:
 
     def _count(self, cfg: DictConfig, shape: Shape, dataset: str) -> tuple[float, float, float]:
         from tsllm.model import build_model
+        from tsllm.readers import reader_uses_llm
 
-        hybrid = cfg.mode.name != "standalone"
+        hybrid = reader_uses_llm(cfg.reader)
         llm, tok, meta = self._llm(cfg.llm) if hybrid else (None, None, self._big(cfg.llm))
-        lora = hybrid and cfg.mode.get("lora")
+        lora = hybrid and cfg.reader.get("lora")
         loader = lambda *_a, **_k: (llm if not lora else _copy(llm), tok)  # noqa: E731
         device = torch.device("meta") if meta else torch.device("cpu")
         with _patched_backbone(load_llm=loader, load_config=_config_or_published), torch.device(device), \
                 torch.random.fork_rng():
             torch.manual_seed(0)
-            model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=shape.n_channels, length=shape.length,
-                                num_classes=shape.num_classes, dataset=dataset, seed=cfg.seed)
+            model = build_model(cfg, SimpleNamespace(name=dataset, n_channels=shape.n_channels, length=shape.length,
+                                                     num_classes=shape.num_classes))
         if not isinstance(model.head, nn.Linear):  # a reader that reads series and gives logits (text arm)
             return self._whole(model, cfg, shape, device)
         # The front's cost depends on the encoder and the latent size only: shared by standalone and hybrid.
@@ -366,8 +376,8 @@ def plan(overrides: list[str]) -> tuple[pd.DataFrame, set[str]]:
             if data_key not in shapes:
                 shapes[data_key] = dataset_shape(name, cfg.data, cfg.seed)
             shape = shapes[data_key]
-            rows.append({"dataset": name, "encoder": cfg.encoder.name, "mode": cfg.mode.name,
-                         "llm": cfg.llm.name if cfg.mode.name != "standalone" else None, "lr": cfg.train.lr,
+            rows.append({"dataset": name, "encoder": cfg.encoder.name, "mode": _mode_of(cfg),
+                         "llm": cfg.llm.name if _mode_of(cfg) != "standalone" else None, "lr": cfg.train.lr,
                          "epochs": cfg.train.epochs, "n_train": shape.n_train, "sizes_from": shape.source,
                          "cell": " ".join(rest), **run_flops(cfg, shape, counter, name)})
     return pd.DataFrame(rows), counter.notes | {f"{len(cells)} cells, {len(rows)} distinct runs"}

@@ -147,10 +147,31 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dic
     metrics = result.to_dict()
     if callable(stats := getattr(model.reader, "stats", None)):
         record["reader_stats"] = stats()
-    record.update(status="finished", **metrics)
+    record.update(metrics)
+    _diagnose(model, data, run_dir, record, cfg.get("diagnostics"))
+    record["status"] = "finished"
     log.info("%s: val_acc=%s test_acc=%.4f (selected at epoch %d by %s; last epoch %.4f) in %.0f s -> %s",
              name, f"{result.val_acc:.4f}" if result.val_acc is not None else "n/a", result.test_acc,
              result.best_epoch, result.selection, result.test_acc_last_epoch, result.seconds, run_dir)
+
+
+def _diagnose(model: Any, data: Any, run_dir: Path, record: dict[str, Any], diag_cfg: Any) -> None:
+    """Diagnostics of the selected model (after selection, so they never influence it), into the record.
+
+    A failure here is logged and recorded; the run's numbers are kept all the same.
+    """
+    if diag_cfg is None or diag_cfg.get("level", "none") == "none":
+        return
+    from tsllm.diagnostics import run_diagnostics, summary_scalars
+
+    try:
+        diag = run_diagnostics(model, data, run_dir, **OmegaConf.to_container(diag_cfg, resolve=True))
+    except Exception as e:  # noqa: BLE001 - diagnostics must never cost a finished run
+        log.warning("diagnostics failed (%s: %s); the run's results are kept", type(e).__name__, e)
+        record["diagnostics_error"] = f"{type(e).__name__}: {e}"
+        return
+    if diag:
+        record["diagnostics"] = summary_scalars(diag)
 
 
 def arm_label(cfg: DictConfig, mode: str) -> str:

@@ -49,15 +49,11 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, DatasetSplits, dict[str, A
                                "changed since the run (checksum differs from the record)")
     seed_everything(cfg.seed)  # a random-init LLM is rebuilt from the seed, exactly as the run built it
     # The one place that rebuilds a run's model; the builder's signature is the run's (see train._train).
-    model = build_model(cfg.encoder, cfg.mode, cfg.llm, in_channels=data.n_channels, length=data.length,
-                        num_classes=data.num_classes, dataset=data.name, seed=cfg.seed)
-    state = torch.load(run_dir / BEST, map_location="cpu")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # Frozen LLM weights are never checkpointed; anything else missing means another architecture.
-    missing = [k for k in missing if not k.startswith("reader.llm.")]
-    if missing or unexpected:
-        raise DiagnosticsError(f"{run_dir}/{BEST} does not fit the model the record describes "
-                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model = build_model(cfg, data, run_dir=run_dir)
+    try:
+        model.load_trainable_state(torch.load(run_dir / BEST, map_location="cpu", weights_only=True))
+    except RuntimeError as e:  # another architecture than the record describes
+        raise DiagnosticsError(f"{run_dir}/{BEST} does not fit the model the record describes ({e})") from None
     return model.eval(), data, record
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "TextProbeReader",
     "TransformerLayerReader",
     "build_reader",
+    "reader_uses_llm",
     "prompt_token_ids",
     "suffix_token_ids",
 ]
@@ -42,3 +43,9 @@ def build_reader(reader_cfg: Any, ctx: ReaderContext) -> Reader:
     if not (isinstance(cls, type) and issubclass(cls, Reader)):
         raise ValueError(f"reader._target_={target!r} is not a tsllm Reader")
     return cls.from_context(ctx, **args)
+
+
+def reader_uses_llm(reader_cfg: Any) -> bool:
+    """Whether the reader a config names loads the LLM (to read with it, or for its BOS embedding)."""
+    cls = get_class(reader_cfg["_target_"])
+    return cls.mode != "standalone" or bool(reader_cfg.get("bos", False))

@@ -45,6 +45,7 @@ class LLMReader(Reader):
         self.register_buffer("prompt_ids", ids, persistent=False)
         self.register_buffer("suffix_ids", suffix_token_ids(tokenizer, suffix), persistent=False)
         self.bos_id = tokenizer.bos_token_id
+        self.tokenizer = tokenizer  # for diagnostics that decode token ids
         self.align = build_align(align, self.embed, num_tokens=num_tokens, seed=seed)
         self._prefix: list[tuple[Tensor, Tensor]] | None = None
         self._prefix_key: tuple | None = None

@@ -159,6 +159,8 @@ def _tidy_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
     )
     row.update({f"data_{k}": _get(record, "data", k) for k in DATA_KEYS})
     row.update({f"cost_{k}": _get(record, "cost", k) for k in COST_KEYS})
+    # Scalar diagnostics (diag_*), computed after selection: columns to read, never to select on.
+    row.update({k: v for k, v in (record.get("diagnostics") or {}).items() if isinstance(v, int | float)})
     flat = flatten(config)
     flat.pop("seed", None)
     row.update({k: v for k, v in flat.items() if "." in k})  # top-level scalars (seed, sweep_name) are columns
