@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tsllm import plan as P
 from tsllm.data import load_ucr
 from tsllm.flops import count_forward_flops, count_train_step_flops
-from tsllm.train import run
+from tsllm.train import CONF_DIR, run
 
 from conftest import make_cfg
 
@@ -110,3 +110,23 @@ def test_llama31_8b_step_is_counted_on_the_meta_device() -> None:
     tokens = 32 * (4 + 1)  # batch x (latents + suffix); the prompt is cached
     # forward 2 N t, backward to the latents (no weight gradients: frozen) another 2 N t
     assert abs(runs["flops_per_step"].iloc[0] / (4 * non_embedding * tokens) - 1) < 0.10
+
+
+def test_bundled_ucr2015_sizes_match_the_offline_archive() -> None:
+    """The planner's bundled sizes equal the real files for the datasets that are here (evidence16).
+
+    All 57 UCR-2015 members of the offline packages matched when this was written (2026-11-25).
+    """
+    import json
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    from tsllm.data import load_ucr
+
+    names = OmegaConf.load(Path(CONF_DIR) / "datasets" / "evidence16.yaml").datasets.names
+    sizes = json.loads(resources.files("tsllm").joinpath("assets/ucr2015_sizes.json").read_text())["datasets"]
+    for name in names:
+        d = load_ucr(name, None, val_fraction=0.0)
+        real = {"n_train": len(d.train.y), "n_test": len(d.test.y), "length": d.length, "num_classes": d.num_classes}
+        assert {k: sizes[name][k] for k in real} == real, name
