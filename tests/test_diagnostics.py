@@ -35,7 +35,7 @@ from tsllm.diagnostics import (
 )
 from tsllm.diagnostics.llm_pass import eager_attention
 from tsllm.diagnostics.runner import _states
-from tsllm.model import LLMReader
+from tsllm.readers import LLMReader
 from tsllm.train import CONF_DIR, run
 
 from conftest import make_cfg
@@ -50,7 +50,7 @@ def reader() -> LLMReader:
     cfg = OmegaConf.load(Path(CONF_DIR) / "llm" / "tiny_random.yaml")
     cfg.cache_dir = None
     llm, tok = load_llm(LLMSpec.from_cfg(cfg), seed=0)
-    return LLMReader(freeze(llm), tok, PROMPT, prefix_cache=True).eval()
+    return LLMReader(freeze(llm), tok, num_tokens=4, template=PROMPT, prefix_cache=True).eval()
 
 
 @pytest.fixture(scope="module")

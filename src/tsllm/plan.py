@@ -199,7 +199,7 @@ class Counter:
 
     def per_series(self, cfg: DictConfig, shape: Shape, dataset: str) -> tuple[float, float, float]:
         """(training FLOPs per TRAIN series, forward FLOPs per evaluated series, encoder forward per series)."""
-        key = json.dumps([OmegaConf.to_container(cfg[g], resolve=True) for g in ("encoder", "mode", "llm")]
+        key = json.dumps([OmegaConf.to_container(cfg[g], resolve=True) for g in ("encoder", "reader", "llm")]
                          + [cfg.train.batch_size, cfg.train.eval_batch_size, shape.n_channels, shape.length,
                             shape.num_classes, dataset if "{dataset}" in str(cfg.reader.get("template")) else ""],
                          sort_keys=True)
@@ -237,7 +237,7 @@ class Counter:
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.encoder.modules())
         bn_refresh = evaluate - 2 * h * shape.num_classes if has_bn else 0.0  # the encoder's forward only
         if hybrid:
-            reader_key = json.dumps([OmegaConf.to_container(cfg[g], resolve=True) for g in ("mode", "llm")]
+            reader_key = json.dumps([OmegaConf.to_container(cfg[g], resolve=True) for g in ("reader", "llm")]
                                     + [_prompt_key(model.reader), n_lat, h, b, eb], sort_keys=True)
             if reader_key not in self._readers:
                 with torch.device(device):
@@ -260,12 +260,13 @@ class Counter:
         """Encoder + head on their own (the reader replaced by the mean pool): (train step FLOPs at the batch
         size, eval forward FLOPs per series, latent tokens). FLOPs add up by module, so the reader is counted
         apart, and only once per latent shape."""
-        from tsllm.model import MeanPool, TSClassifier
+        from tsllm.model import TSClassifier
+        from tsllm.readers import MeanReader
 
         b, h = cfg.train.batch_size, model.head.in_features
         x = torch.randn(b, shape.n_channels, shape.length, device=device)
         y = torch.randint(0, shape.num_classes, (b,), device=device)
-        front = TSClassifier(model.encoder, MeanPool(), h, shape.num_classes).to(device)
+        front = TSClassifier(model.encoder, MeanReader(num_tokens=1), h, shape.num_classes).to(device)
         train = count_train_step_flops(front, x, y)
         # Linear in the batch: eval-mode forward per series (BatchNorm and dropout cost no counted FLOPs).
         with torch.no_grad():
@@ -346,7 +347,9 @@ def run_flops(cfg: DictConfig, shape: Shape, counter: Counter, dataset: str) -> 
     epoch = shape.n_train * (per_train + per_bn) + shape.n_val * per_eval
     if cfg.train.protocol == "study_best_test":
         epoch += shape.n_test * per_eval
-    final = (2 * shape.n_test + shape.n_val) * per_eval  # TEST at the last epoch and selected, val again
+    # TEST of the last and of the selected weights (once when they are the same: one epoch; otherwise an
+    # upper bound), validation again. Diagnostics after the run are not counted.
+    final = ((1 if cfg.train.epochs == 1 else 2) * shape.n_test + shape.n_val) * per_eval
     steps = cfg.train.epochs * math.ceil(shape.n_train / cfg.train.batch_size)
     return {"flops": cfg.train.epochs * epoch + final, "flops_per_step": per_train * cfg.train.batch_size,
             "steps": steps}
