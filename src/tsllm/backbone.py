@@ -175,14 +175,26 @@ def load_config(spec: LLMSpec):
         raise _not_found(spec, e) from None
 
 
-def hidden_size(config) -> int:
-    """Hidden size from a config, whatever the family calls it."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for key in ("hidden_size", "n_embd", "d_model"):
-        value = getattr(text, key, None)
+HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model")
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+
+
+def _text_config(config):
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _config_int(config, keys: tuple[str, ...], what: str) -> int:
+    """The first positive integer among a config's keys (families name the same size differently)."""
+    for key in keys:
+        value = getattr(_text_config(config), key, None)
         if isinstance(value, int) and value > 0:
             return value
-    raise BackboneError(f"{type(config).__name__} has no usable hidden size (hidden_size / n_embd / d_model)")
+    raise BackboneError(f"{type(config).__name__} has no {what} ({' / '.join(keys)})")
+
+
+def hidden_size(config) -> int:
+    """Hidden size from a config, whatever the family calls it."""
+    return _config_int(config, HIDDEN_KEYS, "usable hidden size")
 
 
 def _not_found(spec: LLMSpec, err: Exception) -> BackboneError:
@@ -210,12 +222,7 @@ def load_llm(spec: LLMSpec, *, seed: int = 0, device_map: str | dict | None = No
 
 def num_layers(config) -> int:
     """The number of decoder layers, whatever the family calls it."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        value = getattr(text, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    raise BackboneError(f"{type(config).__name__} has no layer count (num_hidden_layers / n_layer)")
+    return _config_int(config, LAYER_KEYS, "layer count")
 
 
 def truncate_layers(model: nn.Module, k: int) -> nn.Module:
@@ -228,8 +235,8 @@ def truncate_layers(model: nn.Module, k: int) -> nn.Module:
     if name is None:
         raise BackboneError(f"{type(body).__name__}: no ModuleList of decoder layers to truncate")
     setattr(body, name, getattr(body, name)[:k])
-    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+    text = _text_config(model.config)
+    for key in LAYER_KEYS:
         if isinstance(getattr(text, key, None), int):
             setattr(text, key, k)
     if isinstance(getattr(text, "layer_types", None), list):
