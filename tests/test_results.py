@@ -633,3 +633,17 @@ def test_a_hybrid_run_diagnoses_itself_and_its_scalars_join_the_tidy_table(tmp_p
     assert (tmp_path / "h" / "diagnostics.json").is_file() and rec["diagnostics"]["diag_norm_ratio_median"] > 0
     df = R.load_records([tmp_path])
     assert df.loc[0, "diag_norm_ratio_median"] == rec["diagnostics"]["diag_norm_ratio_median"]
+
+
+def test_protocol_effect_pairs_study_runs_with_honest_runs_on_dataset_and_seed(tmp_path: Path) -> None:
+    study = [make_record(d, "study_inception", "hybrid", 0, 0.7, best_test=b, leaks_test="normalise=study_global_minmax")
+             for d, b in (("A", 0.9), ("B", 0.8), ("C", 0.95))]
+    for r, m in zip(study, (0.75, 0.7, 0.9), strict=True):
+        r["study_min_train_loss_test_acc"] = m
+    honest = [make_record(d, "study_inception", "hybrid", 0, acc) for d, acc in (("A", 0.8), ("B", 0.6))]
+    other_seed = [make_record("C", "study_inception", "hybrid", 1, 0.5)]  # no study run of seed 1: unpaired
+    table = R.protocol_effect_table(_frame(study + honest + other_seed, tmp_path)).set_index("mode")
+    row = table.loc["hybrid"]
+    assert row["n pairs"] == 2 and row["datasets"] == "A, B"
+    assert row["honest"] == pytest.approx(0.7) and row["study best TEST"] == pytest.approx(0.85)
+    assert row["effect best TEST"] == pytest.approx(0.15) and row["effect min train loss"] == pytest.approx(0.025)

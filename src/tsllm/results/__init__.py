@@ -26,6 +26,7 @@ from tsllm.results.aggregate import (
     grid_table,
     per_dataset_table,
     pooled,
+    protocol_effect_table,
     protocol_label,
     protocol_table,
     reference_table,
@@ -74,6 +75,6 @@ __all__ = [
     "default_reference", "figures_dir", "filter_runs", "grid_matrix", "grid_table", "headline_markdown",
     "headline_table", "label_runs", "load_records", "load_tidy", "main", "markdown_report", "paired_datasets", "paired_display",
     "paired_table", "paired_wilcoxon", "per_dataset_table", "plot_critical_difference", "plot_paired", "pooled",
-    "protocol_label", "protocol_table", "reference_table", "repo_root", "save_figure", "select", "tidy_path",
+    "protocol_effect_table", "protocol_label", "protocol_table", "reference_table", "repo_root", "save_figure", "select", "tidy_path",
     "to_markdown", "usable_runs", "validate", "write_tidy",
 ]

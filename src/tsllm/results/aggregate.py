@@ -249,6 +249,45 @@ def protocol_table(df: pd.DataFrame) -> pd.DataFrame:
     return labelled(table, HONEST, label=f"honest = {protocol_label(HONEST)}; study = {OPTIMISTIC_LABEL}")
 
 
+def protocol_effect_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The study's protocol against the honest one, per encoder and mode, paired on dataset and seed.
+
+    Study runs are those carrying ``study_best_test_acc`` (``experiment=study_reproduction``); honest runs
+    are plain ones (``val_selected`` protocol, validation selection, no TEST statistics). Each pair is one
+    dataset and seed with both; the effect is the study's figure minus the honest one over those pairs.
+    An (encoder, mode) with honest runs of more than one config is left out rather than averaged.
+    """
+    columns = ["encoder", "mode", "n pairs", "honest", "study best TEST", "study TEST at min train loss",
+               "effect best TEST", "effect min train loss", "datasets"]
+    if "study_best_test_acc" not in df or df["study_best_test_acc"].notna().sum() == 0:
+        return pd.DataFrame(columns=columns)
+    leaks = df["data_leaks_test"].map(lambda v: v is True or (isinstance(v, str) and v not in ("", "False", "None")))
+    selection = df["train.selection"] if "train.selection" in df else pd.Series("val", index=df.index)
+    honest = df[(df["protocol"] == HONEST) & ~leaks & selection.fillna("val").eq("val") & df["test_acc"].notna()]
+    study = df[df["study_best_test_acc"].notna()]
+    keys = ["encoder", "mode", "dataset", "seed"]
+    rows = []
+    for (encoder, mode), group in study.groupby(["encoder", "mode"], dropna=False):
+        mine = honest[(honest["encoder"] == encoder) & (honest["mode"] == mode)]
+        settings = [c for c in mine.columns if "." in c and c not in ("data.name", "data.root")]
+        if len(mine[settings].astype(str).drop_duplicates()) != 1:  # several honest configs: never averaged
+            continue
+        pairs = group.merge(mine[[*keys, "test_acc"]].rename(columns={"test_acc": "honest_acc"}), on=keys)
+        if pairs.empty:
+            continue
+        rows.append({"encoder": encoder, "mode": mode, "n pairs": len(pairs), "honest": pairs["honest_acc"].mean(),
+                     "study best TEST": pairs["study_best_test_acc"].mean(),
+                     "study TEST at min train loss": pairs["study_min_train_loss_test_acc"].mean(),
+                     "effect best TEST": (pairs["study_best_test_acc"] - pairs["honest_acc"]).mean(),
+                     "effect min train loss": (pairs["study_min_train_loss_test_acc"] - pairs["honest_acc"]).mean(),
+                     "datasets": ", ".join(sorted(pairs["dataset"].astype(str).unique()))})
+    table = pd.DataFrame(rows, columns=columns)
+    table.attrs.update(label="the study's protocol (experiment=study_reproduction: its system, TEST-leaking "
+                             "min/max, best TEST over epochs / TEST at least training loss) against the honest "
+                             "default (validation-selected), paired on dataset and seed", pooled=[])
+    return table
+
+
 def cost_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per variant and arm: the mean of each ``record["cost"]`` field over the runs that report it."""
     columns = [f"cost_{k}" for k in COST_KEYS if f"cost_{k}" in df and df[f"cost_{k}"].notna().any()]

@@ -18,6 +18,7 @@ from tsllm.results.aggregate import (
     dataset_means,
     grid_table,
     per_dataset_table,
+    protocol_effect_table,
     protocol_label,
     protocol_table,
     reference_table,
@@ -124,6 +125,10 @@ def markdown_report(df: pd.DataFrame, protocol: str, reference_csv: str | Path |
     if controls.attrs.get("baseline") and len(runs["arm"].unique()) > 2:
         sections.append((f"Controls against `{controls.attrs['baseline']}`", paired_display(controls),
                          controls.attrs["label"], PAIRED_NOTE))
+    effect = protocol_effect_table(df)
+    if len(effect):
+        sections.append(("The study's protocol against the honest one", effect, effect.attrs["label"],
+                         "effect = study figure - honest figure, mean over the pairs"))
     study = protocol_table(df)
     if len(study):
         sections.append(("Study protocol vs honest figure (same runs)", study, study.attrs["label"],
