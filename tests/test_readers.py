@@ -278,3 +278,22 @@ def test_llm_mistakes_fail_in_one_line_before_any_folder(override: str, message:
     from tsllm.train import CONF_DIR
 
     assert re.search(message, check_overrides(CONF_DIR, [override]) or "")
+
+
+@pytest.mark.parametrize("reader", CONF_READERS)
+def test_every_reader_config_passes_its_own_schema_check(reader: str) -> None:
+    from tsllm.schema import reader_problem
+
+    assert reader_problem(OmegaConf.to_container(make_cfg(f"reader={reader}").reader, resolve=True)) is None
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["reader=attention", "reader.num_heads=abc"], "reader.num_heads='abc': expected int"),
+    (["mode=hybrid", "reader.prefix_cache=maybe"], "reader.prefix_cache='maybe': expected bool"),
+    (["mode=text", "reader.token_budget=1.5"], "reader.token_budget=1.5: expected int"),
+])
+def test_reader_values_of_the_wrong_type_fail_before_any_folder(overrides: list[str], message: str) -> None:
+    from tsllm.schema import check_overrides
+    from tsllm.train import CONF_DIR
+
+    assert check_overrides(CONF_DIR, overrides) == message

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from tsllm.loop import TrainConfig
 
@@ -142,7 +143,7 @@ def _compose_problem(conf_dir: str, overrides: list[str]) -> str | None:
         TrainConfig.from_cfg(cfg.train)
     except ValueError as e:
         return str(e)
-    return _llm_problem(cfg)
+    return _llm_problem(cfg) or reader_problem(OmegaConf.to_container(cfg.reader, resolve=True))
 
 
 def _llm_problem(cfg: Any) -> str | None:
@@ -160,3 +161,50 @@ def _llm_problem(cfg: Any) -> str | None:
     except BackboneError as e:
         return str(e)
     return None
+
+
+def reader_problem(reader_cfg: Any) -> str | None:
+    """A reader's arguments checked against its class before anything is built: an unknown key, or a value
+    of the wrong simple type (int, float, bool, str), as one line naming key, value and expected type."""
+    import inspect
+    import typing
+
+    from hydra.utils import get_class
+
+    args = dict(reader_cfg)
+    target = args.pop("_target_", None)
+    args.pop("name", None)
+    try:
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001 - an unknown class is reported when the reader is built
+        return None
+    accepted: dict[str, Any] = {}
+    for fn in (cls.from_context, cls.__init__):
+        hints = typing.get_type_hints(fn)
+        for name, p in inspect.signature(fn).parameters.items():
+            if p.kind == p.KEYWORD_ONLY or p.kind == p.POSITIONAL_OR_KEYWORD:
+                accepted.setdefault(name, hints.get(name))
+    for key, value in args.items():
+        if key not in accepted:
+            known = sorted(k for k in accepted if k not in ("self", "cls", "ctx", "llm", "tokenizer", "features",
+                                                           "classifier", "hidden_size", "num_tokens", "seed",
+                                                           "bos_embedding"))
+            return f"reader.{key}: unknown key for reader {reader_cfg.get('name')}; it takes {', '.join(known)}"
+        expected = _simple_types(accepted[key])
+        if expected and value is not None and not isinstance(value, expected) \
+                and not (float in expected and isinstance(value, int) and not isinstance(value, bool)):
+            names = " or ".join(t.__name__ for t in expected)
+            return f"reader.{key}={value!r}: expected {names}"
+    return None
+
+
+def _simple_types(hint: Any) -> tuple[type, ...]:
+    """The simple types a hint allows (int, float, bool, str), or () when it is anything richer."""
+    import types
+    import typing
+
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    simple = tuple(t for t in options if t in (int, float, bool, str))
+    richer = [t for t in options if t not in (int, float, bool, str, type(None))]
+    return () if richer else simple
