@@ -633,6 +633,11 @@ def test_a_hybrid_run_diagnoses_itself_and_its_scalars_join_the_tidy_table(tmp_p
     assert (tmp_path / "h" / "diagnostics.json").is_file() and rec["diagnostics"]["diag_norm_ratio_median"] > 0
     df = R.load_records([tmp_path])
     assert df.loc[0, "diag_norm_ratio_median"] == rec["diagnostics"]["diag_norm_ratio_median"]
+    # A run diagnosed afterwards (python -m tsllm.diagnose) has them in diagnostics.json only.
+    path = tmp_path / "h" / "record.json"
+    path.write_text(json.dumps({k: v for k, v in rec.items() if k != "diagnostics"}))
+    again = R.load_records([tmp_path])
+    assert again.loc[0, "diag_norm_ratio_median"] == pytest.approx(rec["diagnostics"]["diag_norm_ratio_median"])
 
 
 def test_protocol_effect_pairs_study_runs_with_honest_runs_on_dataset_and_seed(tmp_path: Path) -> None:

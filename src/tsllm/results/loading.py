@@ -160,11 +160,28 @@ def _tidy_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
     row.update({f"data_{k}": _get(record, "data", k) for k in DATA_KEYS})
     row.update({f"cost_{k}": _get(record, "cost", k) for k in COST_KEYS})
     # Scalar diagnostics (diag_*), computed after selection: columns to read, never to select on.
-    row.update({k: v for k, v in (record.get("diagnostics") or {}).items() if isinstance(v, int | float)})
+    row.update({k: v for k, v in _diagnostic_scalars(record, path).items() if isinstance(v, int | float)})
     flat = flatten(config)
     flat.pop("seed", None)
     row.update({k: v for k, v in flat.items() if "." in k})  # top-level scalars (seed, sweep_name) are columns
     return row
+
+
+def _diagnostic_scalars(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A run's scalar diagnostics: from its record, or from the diagnostics.json that
+    ``python -m tsllm.diagnose`` wrote beside it afterwards."""
+    if record.get("diagnostics"):
+        return record["diagnostics"]
+    file = path.parent / "diagnostics.json"
+    if not file.is_file():
+        return {}
+    from tsllm.diagnostics import summary_scalars
+
+    try:
+        return summary_scalars(json.loads(file.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        warn_once("%s: unreadable diagnostics (%s); its columns are left empty", file, e)
+        return {}
 
 
 def _shown(path: Path) -> str:
