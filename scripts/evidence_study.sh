@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue "reproduce the study": study_inception under the study's protocol and under the honest default,
 # standalone and hybrid (SmolLM2-135M), and the text arm, on the four shipped UCR 2015 datasets, seed 0.
-# Re-running skips finished cells and resumes unfinished ones. Two queues, one core each:
-#   bash scripts/evidence_study.sh A &  bash scripts/evidence_study.sh B &
+# Re-running skips finished cells and resumes unfinished ones. Queues of one core each (C joined later):
+#   bash scripts/evidence_study.sh A &  bash scripts/evidence_study.sh B &  bash scripts/evidence_study.sh C &
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -31,7 +31,7 @@ case "${1:-all}" in
   B) honest standalone $DATA
      study study_standalone $DATA
      text text_probe $DATA
-     text text_icl $DATA
      study study_hybrid ItalyPowerDemand ;;
-  all) "$0" A; "$0" B ;;
+  C) text text_icl $DATA ;;
+  all) "$0" A; "$0" B; "$0" C ;;
 esac
