@@ -27,4 +27,4 @@ case "${1:-all}" in
      align prototypes 0,1,2 ;;
   all) "$0" A; "$0" B ;;
 esac
-# align=none is the controls' llm arm (the same config, found and skipped as a twin within a sweep).
+# align=none is the controls' llm arm (the same config): tsllm.results pairs the align arms with it.
