@@ -1,4 +1,4 @@
-"""Typed schemas for the config groups train, data and logger, registered in Hydra's ConfigStore.
+"""Typed schemas for the config groups train, data, llm and logger, registered in Hydra's ConfigStore.
 
 Each group's YAML names its schema in its defaults list, so a wrong type (`train.lr=abc`) or an unknown
 key fails while the config is composed: before any run folder is created or any model is built.
@@ -13,6 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from tsllm.backbone import LLMSpec
 from tsllm.loop import TrainConfig
 
 
@@ -46,7 +47,7 @@ class WandbLoggerSchema:
     entity: str | None = None
 
 
-SCHEMAS = {("train", "schema_train"): TrainConfig, ("data", "schema_data"): DataSchema,
+SCHEMAS = {("train", "schema_train"): TrainConfig, ("data", "schema_data"): DataSchema, ("llm", "schema_llm"): LLMSpec,
            ("logger", "schema_none"): NullLoggerSchema, ("logger", "schema_wandb"): WandbLoggerSchema}
 
 
@@ -149,17 +150,15 @@ def _compose_problem(conf_dir: str, overrides: list[str]) -> str | None:
 def _llm_problem(cfg: Any) -> str | None:
     """The llm group is checked too: a missing path (llm=custom) or an unknown key, in one line."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import MissingMandatoryValue
 
     from tsllm.backbone import BackboneError, LLMSpec
 
     try:
-        LLMSpec.from_cfg(OmegaConf.to_container(cfg.llm, resolve=True, throw_on_missing=True))
-    except MissingMandatoryValue as e:
-        key = getattr(e, "full_key", "") or "llm"
-        return f"{key} is required for llm={cfg.llm.get('name', '?')}: e.g. {key}=/path/to/model"
+        spec = LLMSpec.from_cfg(OmegaConf.to_container(cfg.llm, resolve=True))
     except BackboneError as e:
         return str(e)
+    if spec.name_or_path is None and spec.random_config is None:
+        return f"llm.name_or_path is required for llm={spec.name}: e.g. llm.name_or_path=/path/to/model"
     return None
 
 
