@@ -36,7 +36,7 @@ from tsllm.diagnostics import (
 from tsllm.diagnostics.llm_pass import eager_attention
 from tsllm.diagnostics.runner import _states
 from tsllm.readers import LLMReader
-from tsllm.train import CONF_DIR, run
+from tsllm.train import run
 
 from conftest import make_cfg
 
@@ -47,9 +47,8 @@ PROMPT = "Classify these: "
 
 @pytest.fixture(scope="module")
 def reader() -> LLMReader:
-    cfg = OmegaConf.load(Path(CONF_DIR) / "llm" / "tiny_random.yaml")
-    cfg.cache_dir = None
-    llm, tok = load_llm(LLMSpec.from_cfg(cfg), seed=0)
+    cfg = make_cfg("llm=tiny_random").llm  # composed: the yaml's defaults list is not an llm key
+    llm, tok = load_llm(LLMSpec.from_cfg(OmegaConf.to_container(cfg, resolve=True)), seed=0)
     return LLMReader(freeze(llm), tok, num_tokens=4, template=PROMPT, prefix_cache=True).eval()
 
 
