@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from tsllm.results.loading import ARM_NAME_KEYS, COST_KEYS, DATASET_KEYS, varying_keys, warn_once
+from tsllm.results.loading import ARM_NAME_KEYS, COST_KEYS, DATASET_KEYS, leaks_test, varying_keys, warn_once
 from tsllm.results.paths import repo_root
 
 logger = logging.getLogger("tsllm.results")
@@ -261,7 +261,7 @@ def protocol_effect_table(df: pd.DataFrame) -> pd.DataFrame:
                "effect best TEST", "effect min train loss", "datasets"]
     if "study_best_test_acc" not in df or df["study_best_test_acc"].notna().sum() == 0:
         return pd.DataFrame(columns=columns)
-    leaks = df["data_leaks_test"].map(lambda v: v is True or (isinstance(v, str) and v not in ("", "False", "None")))
+    leaks = df["data_leaks_test"].map(leaks_test)
     selection = df["train.selection"] if "train.selection" in df else pd.Series("val", index=df.index)
     honest = df[(df["protocol"] == HONEST) & ~leaks & selection.fillna("val").eq("val") & df["test_acc"].notna()]
     study = df[df["study_best_test_acc"].notna()]

@@ -219,6 +219,11 @@ def _qualified(base: pd.Series, df: pd.DataFrame, keys: Sequence[str]) -> pd.Ser
     return labels
 
 
+def leaks_test(value: Any) -> bool:
+    """Whether a record's ``data.leaks_test`` says the run saw TEST statistics (a description, or older True)."""
+    return value is True or (isinstance(value, str) and value not in ("", "False", "None"))
+
+
 def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     """Set ``arm`` and ``variant`` from the config keys that vary in ``df``; returns ``df``.
 
@@ -235,7 +240,7 @@ def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     df["arm"] = _qualified(df["reader"].fillna(df["mode"]), df, arm_keys)
     variant = _qualified(df["encoder"], df, setting_keys)
     # Records say how they leak (a text such as "normalise=study_global_minmax: ..."); older ones True.
-    leaks = df["data_leaks_test"].map(lambda v: v is True or (isinstance(v, str) and v not in ("", "False", "None")))
+    leaks = df["data_leaks_test"].map(leaks_test)
     df["variant"] = variant.where(~leaks, variant + " (leaks TEST)")
     return df
 
