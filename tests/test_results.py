@@ -652,3 +652,22 @@ def test_protocol_effect_pairs_study_runs_with_honest_runs_on_dataset_and_seed(t
     assert row["n pairs"] == 2 and row["datasets"] == "A, B"
     assert row["honest"] == pytest.approx(0.7) and row["study best TEST"] == pytest.approx(0.85)
     assert row["effect best TEST"] == pytest.approx(0.15) and row["effect min train loss"] == pytest.approx(0.025)
+
+
+def test_diagnostics_summary_means_the_diagnosed_runs_and_takes_the_best_probe_layer(tmp_path: Path) -> None:
+    diag = [{"diag_norm_ratio_median": 6.0, "diag_probe_read_L0": 0.5, "diag_probe_read_L1": 0.9,
+             "diag_probe_read_L2": 0.8, "diag_probe_read_last": 0.8},
+            {"diag_norm_ratio_median": 2.0, "diag_probe_read_L0": 0.5, "diag_probe_read_L1": 0.7,
+             "diag_probe_read_L2": 1.0, "diag_probe_read_last": 1.0}]
+    records = [make_record("A", "cnn", "hybrid", s, 0.8 + 0.1 * s) for s in range(2)]
+    for record, scalars in zip(records, diag, strict=True):
+        record["diagnostics"] = scalars
+    records.append(make_record("A", "cnn", "standalone", 0, 0.7))  # no diagnostics: not a row
+    table = R.diagnostics_summary(_frame(records, tmp_path), "val_selected").set_index("arm")
+    assert list(table.index) == ["hybrid"] and table.loc["hybrid", "n runs"] == 2
+    assert table.loc["hybrid", "acc"] == pytest.approx(0.85)
+    assert table.loc["hybrid", "norm ratio"] == pytest.approx(4.0)
+    assert table.loc["hybrid", "probe best"] == pytest.approx((0.9 + 1.0) / 2)  # per run, then the mean
+    assert "collapse" not in table  # a diagnostic no run carries is not a column
+    assert "## Diagnostics" in R.markdown_report(_frame(records, tmp_path), "val_selected")
+    assert R.diagnostics_summary(_frame(records[2:], tmp_path), "val_selected").empty

@@ -288,6 +288,44 @@ def protocol_effect_table(df: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+DIAGNOSTIC_COLUMNS: dict[str, str] = {  # shown name -> tidy column (tsllm.diagnostics.summary_scalars)
+    "norm ratio": "diag_norm_ratio_median",
+    "top-1 cosine": "diag_top1_cosine",
+    "collapse": "diag_collapse_cosine",
+    "probe L0": "diag_probe_read_L0",
+    "probe best": "diag_probe_read_max",
+    "probe last": "diag_probe_read_last",
+    "attn latents": "diag_attn_latents_mean",
+    "attn first token": "diag_attn_first_token_mean",
+    "CKA latents-read": "diag_cka_latents_read",
+}
+
+
+def diagnostics_summary(df: pd.DataFrame, protocol: str, by: Sequence[str] = CELL) -> pd.DataFrame:
+    """Per ``by`` group: accuracy and the scalar diagnostics, means over the runs that carry diagnostics.
+
+    Diagnostics are computed after selection (never selected on); ``probe best`` is the best layer's
+    probe accuracy of the read state, ``attn *`` the read position's attention share averaged over layers.
+    """
+    runs = usable_runs(df, protocol)
+    probe_layers = [c for c in runs.columns if c.startswith("diag_probe_read_L")]
+    if probe_layers:
+        runs["diag_probe_read_max"] = runs[probe_layers].apply(pd.to_numeric, errors="coerce").max(axis=1)
+    shown = {name: col for name, col in DIAGNOSTIC_COLUMNS.items() if col in runs and runs[col].notna().any()}
+    diagnosed = runs[runs[list(shown.values())].notna().any(axis=1)] if shown else runs.iloc[:0]
+    if diagnosed.empty:
+        table = pd.DataFrame(columns=[*by, "n runs", "acc", *shown])
+    else:
+        diagnosed = diagnosed.assign(**{c: pd.to_numeric(diagnosed[c], errors="coerce") for c in shown.values()})
+        table = diagnosed.groupby(list(by), dropna=False).agg(
+            **{"n runs": ("acc", "size"), "acc": ("acc", "mean")},
+            **{name: (col, "mean") for name, col in shown.items()}).reset_index()
+        table = table.sort_values(list(by), key=sort_key).reset_index(drop=True)
+    table.attrs.update(label=f"{protocol_label(protocol)}, beside the scalar diagnostics of the same runs "
+                             "(computed after selection)", pooled=pooled(df, by))
+    return table
+
+
 def cost_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per variant and arm: the mean of each ``record["cost"]`` field over the runs that report it."""
     columns = [f"cost_{k}" for k in COST_KEYS if f"cost_{k}" in df and df[f"cost_{k}"].notna().any()]

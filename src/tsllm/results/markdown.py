@@ -16,6 +16,7 @@ from tsllm.results.aggregate import (
     accuracy_column,
     cost_table,
     dataset_means,
+    diagnostics_summary,
     grid_table,
     per_dataset_table,
     protocol_effect_table,
@@ -140,6 +141,12 @@ def markdown_report(df: pd.DataFrame, protocol: str, reference_csv: str | Path |
     if reference:
         table = reference_table(df, protocol, reference_csv)
         sections.append(("Published reference accuracies", table, table.attrs["label"], table.attrs["note"]))
+    diagnostics = diagnostics_summary(df, protocol, (*CELL, "dataset"))
+    if len(diagnostics):
+        sections.append(("Diagnostics", diagnostics, diagnostics.attrs["label"],
+                         "norm ratio: latent norm / median word-embedding norm; probe: linear probe of the read "
+                         "state on TEST, per layer (L0 = the input); attn: the read position's share, mean over "
+                         f"layers; {_pooled_note(diagnostics)}"))
     if cost:
         table = cost_table(df)
         sections.append(("Cost", table, table.attrs["label"], "per run; datasets differ in size"))
