@@ -27,12 +27,17 @@ case "${1:-all}" in
      study random $DATA ;;
   B) study pretrained OSULeaf
      ours random_llm $DATA ;;
-  diagnose)
-     dirs=()
-     for d in results/runs/controls/control={llm,random_llm},*encoder=inception*seed=0 \
-              results/runs/study_honest/*mode=hybrid*; do
-       [ -f "$d/record.json" ] && grep -q '"status": "finished"' "$d/record.json" && dirs+=("$d")
+  diagnose)  # per dataset, so that each hybrid is paired with its standalone twin for CKA (and memory stays small)
+     for ds in ${DATA//,/ }; do
+       dirs=()
+       for d in results/runs/controls/control={llm,random_llm,no_llm},data.name=$ds,encoder=inception,*seed=0 \
+                results/runs/study_honest/data.name=$ds,*; do
+         [ -f "$d/record.json" ] && grep -q '"status": "finished"' "$d/record.json" && dirs+=("$d")
+       done
+       [ ${#dirs[@]} -eq 0 ] || $PY -m tsllm.diagnose --level full "${dirs[@]}"
      done
-     $PY -m tsllm.diagnose --level full "${dirs[@]}" ;;
+     # The tidy diagnostics table that notebook 04 and LOG.md read.
+     $PY -c "import pandas as pd; from tsllm.diagnostics import diagnostics_table as t
+pd.concat([t('results/runs/controls'), t('results/runs/study_honest')]).to_csv('results/diagnostics.csv', index=False)" ;;
   all) "$0" A; "$0" B; "$0" diagnose ;;
 esac
