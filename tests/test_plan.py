@@ -52,6 +52,15 @@ def test_experiment_grid_expands_with_its_sweeper_params() -> None:
     assert len(cells) == 5 * 2 * 3 * 2 * 2
 
 
+def test_a_single_value_on_the_command_line_replaces_the_experiments_grid() -> None:
+    # Hydra runs `experiment=controls control=llm` as the llm arm only; the plan must count the same cells.
+    plain, cells = P.expand(["-m", "experiment=controls", "control=llm", "data.name=GunPoint,ArrowHead"])
+    assert "control=llm" in plain and len(cells) == 2
+    assert not any(o.startswith("control=") for cell in cells for o in cell)
+    _, grid = P.expand(["-m", "experiment=controls", "data.name=GunPoint"])
+    assert len(grid) == 12  # without it, every control arm
+
+
 def test_ucr2015_sizes_outside_data_root_come_from_the_table() -> None:
     names = P.dataset_names("ucr2015", None)  # only four ship with sktime
     assert len(names) == 85

@@ -114,8 +114,11 @@ def expand(overrides: list[str]) -> tuple[list[str], list[list[str]]]:
         base = compose(config_name="train", overrides=plain, return_hydra_config=True)
     node = base.hydra.sweeper.get("params")
     params = OmegaConf.to_container(node, resolve=False) if node is not None else {}
+    fixed = {o.key_or_group for o in parsed if not o.is_sweep_override()}
     sweeps: dict[str, str] = {}
     for key, value in params.items():
+        if key in fixed:  # a single value on the command line replaces the experiment's grid, as in Hydra
+            continue
         if isinstance(value, str) and "tsllm_datasets" in value:
             value = ",".join(dataset_names(base.datasets.names, base.data.root))
         sweeps[key] = f"{key}={value}"

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Issue "evidence at scale": the study's question on the 16 UCR 2015 datasets of datasets=evidence16
+# (all <= 110 TRAIN series), 100 epochs at the study's settings, train.selection=min_train_loss (all of
+# TRAIN, the epoch of least training loss: the published dl-4-tsc baselines' rule), TEST used once.
+# Every arm is a conf/control preset of one sweep (results/runs/evidence16), so tsllm.results pairs them.
+# Re-running skips finished cells and resumes unfinished ones; commit with scripts/commit_finished.sh.
+#   bash scripts/evidence16.sh plan1 | plan2          # python -m tsllm.plan of each tier, before launching
+#   bash scripts/evidence16.sh A &  bash scripts/evidence16.sh B &      # Tier 1, one core each
+#   bash scripts/evidence16.sh tier2                                     # Tier 2, after Tier 1
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1
+PY=.venv/bin/python
+VERB=(-m tsllm.train)
+COMMON=(datasets=evidence16 train.selection=min_train_loss llm=smollm2_135m logger=none sweep_name=evidence16
+        hydra.sweep.dir=results/runs/evidence16)
+
+arm() {   # $1: control arm(s), $2: encoder(s), $3: seed(s)
+  $PY "${VERB[@]}" -m experiment=controls control="$1" encoder="$2" seed="$3" "${COMMON[@]}"
+}
+text() {  # $1: text reader (text_probe | text_icl), $2: seed(s)
+  $PY "${VERB[@]}" -m mode=text reader="$1" seed="$2" "${COMMON[@]}"
+}
+OURS=mlp,cnn,inception,resnet,transformer
+
+tier1_A() {
+  arm no_llm $OURS 0
+  arm llm inception 0
+  arm random_llm inception 0
+  arm llm inception 1
+}
+tier1_B() {
+  arm attention inception 0,1,2
+  arm no_llm $OURS 1,2
+  arm no_llm,llm study_inception 0
+  text text_probe 0
+  arm llm inception 2
+}
+tier2() {
+  arm llm mlp,cnn,resnet,transformer 0
+  arm truncated inception 0
+  text text_icl 0
+}
+
+case "${1:-}" in
+  A) tier1_A ;;
+  B) tier1_B ;;
+  tier2) tier2 ;;
+  plan1) VERB=(-m tsllm.plan); tier1_A; tier1_B ;;
+  plan2) VERB=(-m tsllm.plan); tier2 ;;
+  diagnose)  # Tier 2: full diagnostics of Inception's hybrid, seed 0 (basic ones are in every hybrid record)
+    for d in results/runs/evidence16/control=llm,data.name=*,encoder=inception,*seed=0,*; do  # with its no-LLM twin (CKA)
+      $PY -m tsllm.diagnose --level full "$d" "${d/control=llm,/control=no_llm,}"
+    done ;;
+  *) echo "usage: $0 A | B | tier2 | plan1 | plan2 | diagnose" >&2; exit 2 ;;
+esac
