@@ -4,7 +4,8 @@
 # TRAIN, the epoch of least training loss: the published dl-4-tsc baselines' rule), TEST used once.
 # Every arm is a conf/control preset of one sweep (results/runs/evidence16), so tsllm.results pairs them.
 # Re-running skips finished cells and resumes unfinished ones; commit with scripts/commit_finished.sh.
-#   bash scripts/evidence16.sh plan1 | plan2          # python -m tsllm.plan of each tier, before launching
+#   bash scripts/evidence16.sh plan1 | plan2   # python -m tsllm.plan of each tier at TFLOPS (default 0.063 TFLOP/s,
+#                                              the fp32 matmul rate measured on this CPU idle; README, tsllm.plan)
 #   bash scripts/evidence16.sh A &  bash scripts/evidence16.sh B &      # Tier 1, one core each
 #   bash scripts/evidence16.sh tier2                                     # Tier 2, after Tier 1
 set -euo pipefail
@@ -46,8 +47,8 @@ case "${1:-}" in
   A) tier1_A ;;
   B) tier1_B ;;
   tier2) tier2 ;;
-  plan1) VERB=(-m tsllm.plan); tier1_A; tier1_B ;;
-  plan2) VERB=(-m tsllm.plan); tier2 ;;
+  plan1) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); tier1_A; tier1_B ;;
+  plan2) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); tier2 ;;
   diagnose)  # Tier 2: full diagnostics of Inception's hybrid, seed 0 (basic ones are in every hybrid record)
     for d in results/runs/evidence16/control=llm,data.name=*,encoder=inception,*seed=0,*; do  # with its no-LLM twin (CKA)
       $PY -m tsllm.diagnose --level full "$d" "${d/control=llm,/control=no_llm,}"

@@ -139,3 +139,21 @@ def test_bundled_ucr2015_sizes_match_the_offline_archive() -> None:
         d = load_ucr(name, None, val_fraction=0.0)
         real = {"n_train": len(d.train.y), "n_test": len(d.test.y), "length": d.length, "num_classes": d.num_classes}
         assert {k: sizes[name][k] for k in real} == real, name
+
+
+@pytest.mark.parametrize("reader", ["text_probe", "text_icl"])
+def test_plan_of_the_text_arm_agrees_with_a_real_run(reader: str, tmp_path: Path) -> None:
+    # The text arm has no encoder: one LLM forward per series read (TRAIN too for the probe), whatever
+    # the epochs. The plan writes a standard-normal series of the dataset's shape; the data is z-normalised.
+    overrides = ["mode=text", f"reader={reader}", "reader.token_budget=512", "llm=tiny_random", "train.epochs=2",
+                 "logger=none", "data.name=GunPoint", "diagnostics=none"]  # 150 points: downsampled to fit
+    runs, _ = P.plan(overrides)
+    assert len(runs) == 1 and runs["mode"].iloc[0] == "text"
+    counter = FlopCounterMode(display=False)
+    with counter:
+        record = run(make_cfg(*overrides), run_dir=tmp_path / "run")
+    assert record["status"] == "finished"
+    real = counter.get_total_flops()
+    # The ICL plan ignores the cached few-shot prefix, so it may only over-estimate.
+    low, high = (0.9, 1.1) if reader == "text_probe" else (0.8, 1.25)
+    assert low < runs["flops"].iloc[0] / real < high, (runs["flops"].iloc[0], real)

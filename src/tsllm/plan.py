@@ -27,6 +27,7 @@ from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
+import numpy as np
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
@@ -158,6 +159,7 @@ class Counter:
         self._readers: dict[str, tuple[int, float]] = {}
         self._fronts: dict[str, tuple[int, float, int]] = {}
         self._sizes: dict[str, int] = {}
+        self._text: dict[str, float] = {}
         self.notes: set[str] = set()
 
     def _big(self, llm_cfg: DictConfig) -> bool:
@@ -199,6 +201,50 @@ class Counter:
                                "as one token per word or punctuation mark (+ BOS)")
         self._llms[key] = (freeze(llm), tok, meta)
         return self._llms[key]
+
+    def hidden_size(self, llm_cfg: DictConfig) -> int:
+        """The LLM's hidden size (from the loaded or meta model)."""
+        return int(self._llm(llm_cfg)[0].config.hidden_size)
+
+    def text_forward(self, cfg: DictConfig, shape: Shape) -> tuple[float, float]:
+        """(FLOPs per series read, FLOPs once per run) of the text arm (``mode=text``), as its readers run.
+
+        The tokens are those of a standard-normal series of the dataset's shape written as the reader
+        writes it (downsampled to fit the budget). ``text_probe`` runs the decoder over prompt + series.
+        ``text_icl`` runs the few-shot prefix once (its keys and values are cached), then per query the
+        decoder over the query's tokens and the LM head at the label. As in every count here, attention
+        scores are left to torch's counter, which does not count masked SDPA on this CPU: long contexts
+        are under-counted by about T / (6 x hidden size) (T tokens in the context).
+        """
+        from tsllm.backbone import decoder_of
+        from tsllm.readers.llm import prompt_token_ids
+        from tsllm.readers.text import LABEL_TAG, SERIES_TAG, fit_to_budget, series_token_ids
+
+        llm, tok, meta = self._llm(cfg.llm)
+        reader, budget = cfg.reader, int(cfg.reader.token_budget)
+        x = np.random.default_rng(0).standard_normal((shape.n_channels, shape.length))
+        prompt = len(prompt_token_ids(tok, str(reader.get("template") or reader.get("prompt"))))
+        decoder = decoder_of(llm)
+
+        def forward(tokens: int) -> float:
+            key = json.dumps([OmegaConf.to_container(cfg.llm, resolve=True), tokens], sort_keys=True)
+            if key not in self._text:
+                with torch.device("meta" if meta else "cpu"):
+                    ids = torch.zeros(1, tokens, dtype=torch.long)
+                self._text[key] = float(count_forward_flops(decoder, input_ids=ids, use_cache=False))
+            return self._text[key]
+
+        if not _is_icl(cfg):
+            text, _ = fit_to_budget(x, tok, prompt, budget, int(reader.decimals))
+            return forward(prompt + len(series_token_ids(tok, text))), 0.0
+        tags = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in (SERIES_TAG, LABEL_TAG))
+        examples = int(reader.shots) * shape.num_classes + 1  # the shots and the query share one factor
+        room = max(1, (budget - prompt) // examples - tags - 1)
+        text, _ = fit_to_budget(x, tok, 0, room + 1, int(reader.decimals))
+        query = tags + len(series_token_ids(tok, text))  # + the label's first token, scored below
+        prefix = prompt + (examples - 1) * (query + 1)
+        head = 2 * llm.config.hidden_size * llm.config.vocab_size  # the LM head at the scored position
+        return forward(query) + head, forward(prefix)
 
     def per_series(self, cfg: DictConfig, shape: Shape, dataset: str) -> tuple[float, float, float]:
         """(training FLOPs per TRAIN series, forward FLOPs per evaluated series, encoder forward per series)."""
@@ -346,6 +392,8 @@ def _tokenizer_or_approx(llm_cfg: DictConfig) -> Any:
 
 def run_flops(cfg: DictConfig, shape: Shape, counter: Counter, dataset: str) -> dict[str, float]:
     """FLOPs of one run of cfg on a dataset of this shape, as tsllm.loop trains and evaluates it."""
+    if _mode_of(cfg) == "text":
+        return _text_run_flops(cfg, shape, counter)
     per_train, per_eval, per_bn = counter.per_series(cfg, shape, dataset)
     epoch = shape.n_train * (per_train + per_bn) + shape.n_val * per_eval
     if cfg.train.protocol == "study_best_test":
@@ -356,6 +404,27 @@ def run_flops(cfg: DictConfig, shape: Shape, counter: Counter, dataset: str) -> 
     steps = cfg.train.epochs * math.ceil(shape.n_train / cfg.train.batch_size)
     return {"flops": cfg.train.epochs * epoch + final, "flops_per_step": per_train * cfg.train.batch_size,
             "steps": steps}
+
+
+def _is_icl(cfg: DictConfig) -> bool:
+    return str(cfg.reader._target_).endswith("TextICLReader")
+
+
+def _text_run_flops(cfg: DictConfig, shape: Shape, counter: Counter) -> dict[str, float]:
+    """The text arm: one LLM forward per distinct series it reads, whatever the epochs (features are kept).
+
+    ``text_probe`` reads TRAIN, validation and TEST once and trains a linear head on the features (its
+    FLOPs are counted too, though negligible); ``text_icl`` trains nothing and reads validation and TEST.
+    """
+    forward, once = counter.text_forward(cfg, shape)
+    if _is_icl(cfg):
+        return {"flops": (shape.n_val + shape.n_test) * forward + once, "flops_per_step": 0.0, "steps": 0}
+    b = cfg.train.batch_size
+    hidden = counter.hidden_size(cfg.llm)
+    head_step = 6 * hidden * shape.num_classes * b  # forward + backward of the linear head on a batch
+    steps = cfg.train.epochs * math.ceil(shape.n_train / b)
+    return {"flops": (shape.n_train + shape.n_val + shape.n_test) * forward + steps * head_step,
+            "flops_per_step": float(head_step), "steps": steps}
 
 
 def plan(overrides: list[str]) -> tuple[pd.DataFrame, set[str]]:
