@@ -141,12 +141,14 @@ def markdown_report(df: pd.DataFrame, protocol: str, reference_csv: str | Path |
     if reference:
         table = reference_table(df, protocol, reference_csv)
         sections.append(("Published reference accuracies", table, table.attrs["label"], table.attrs["note"]))
-    diagnostics = diagnostics_summary(df, protocol, (*CELL, "dataset"))
-    if len(diagnostics):
-        sections.append(("Diagnostics", diagnostics, diagnostics.attrs["label"],
-                         "norm ratio: latent norm / median word-embedding norm; probe: linear probe of the read "
-                         "state on TEST, per layer (L0 = the input); attn: the read position's share, mean over "
-                         f"layers; {_pooled_note(diagnostics)}"))
+    for title, by in [("Diagnostics", CELL), ("Diagnostics per dataset", (*CELL, "dataset"))]:
+        diagnostics = diagnostics_summary(df, protocol, by)
+        if len(diagnostics):
+            sections.append((title, diagnostics, diagnostics.attrs["label"],
+                             "means over the runs that carry each value; norm ratio: latent norm / median "
+                             "word-embedding norm; probe: linear probe of the read state on TEST, per layer "
+                             "(L0 = the input); attn: the read position's share, mean over layers; "
+                             f"{_pooled_note(diagnostics)}"))
     if cost:
         table = cost_table(df)
         sections.append(("Cost", table, table.attrs["label"], "per run; datasets differ in size"))
