@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 PY=.venv/bin/python
-DATA=ArrowHead,GunPoint,ItalyPowerDemand,OSULeaf
+DATA=${DATA:-ArrowHead,GunPoint,ItalyPowerDemand,OSULeaf}  # DATA=... narrows it (diagnose too)
 
 ours() {   # $1: control arm (llm = pretrained, random_llm = random-init); $2: datasets
   $PY -m tsllm.train -m experiment=controls control="$1" encoder=inception seed=0 data.name="$2" \

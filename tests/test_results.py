@@ -638,6 +638,15 @@ def test_a_hybrid_run_diagnoses_itself_and_its_scalars_join_the_tidy_table(tmp_p
     path.write_text(json.dumps({k: v for k, v in rec.items() if k != "diagnostics"}))
     again = R.load_records([tmp_path])
     assert again.loc[0, "diag_norm_ratio_median"] == pytest.approx(rec["diagnostics"]["diag_norm_ratio_median"])
+    # A record with the run's basic scalars, then `tsllm.diagnose --level full`: the full ones show.
+    path.write_text(json.dumps(rec))
+    diag_file = tmp_path / "h" / "diagnostics.json"
+    diag = json.loads(diag_file.read_text())
+    diag["probes"] = {"read": [0.5, 0.75, 1.0]}
+    diag_file.write_text(json.dumps(diag))
+    full = R.load_records([tmp_path])
+    assert full.loc[0, "diag_probe_read_last"] == 1.0 and "diag_probe_read_last" not in rec["diagnostics"]
+    assert full.loc[0, "diag_norm_ratio_median"] == pytest.approx(rec["diagnostics"]["diag_norm_ratio_median"])
 
 
 def test_protocol_effect_pairs_study_runs_with_honest_runs_on_dataset_and_seed(tmp_path: Path) -> None:

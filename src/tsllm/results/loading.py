@@ -168,20 +168,21 @@ def _tidy_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def _diagnostic_scalars(record: dict[str, Any], path: Path) -> dict[str, Any]:
-    """A run's scalar diagnostics: from its record, or from the diagnostics.json that
-    ``python -m tsllm.diagnose`` wrote beside it afterwards."""
-    if record.get("diagnostics"):
-        return record["diagnostics"]
+    """A run's scalar diagnostics: those its record holds, updated by the diagnostics.json beside it.
+
+    The file is at least as complete: the run writes it with its record, and ``python -m tsllm.diagnose``
+    rewrites it afterwards (e.g. ``--level full`` after a run that computed the basic level)."""
+    scalars = dict(record.get("diagnostics") or {})
     file = path.parent / "diagnostics.json"
     if not file.is_file():
-        return {}
+        return scalars
     from tsllm.diagnostics import summary_scalars
 
     try:
-        return summary_scalars(json.loads(file.read_text()))
+        return {**scalars, **summary_scalars(json.loads(file.read_text()))}
     except (ValueError, KeyError, TypeError) as e:
-        warn_once("%s: unreadable diagnostics (%s); its columns are left empty", file, e)
-        return {}
+        warn_once("%s: unreadable diagnostics (%s); the record's are used", file, e)
+        return scalars
 
 
 def _shown(path: Path) -> str:
