@@ -11,4 +11,5 @@ while IFS= read -r rec; do
   fi
 done < <(find results/runs -name record.json)
 find results/runs -name multirun.yaml -exec git add -- {} + 2>/dev/null || true
+find results/runs -path "*/.finished/*" -type f -exec git add -- {} + 2>/dev/null || true  # the skip index
 if [ "$added" -gt 0 ]; then git commit -qm "Evidence: $added finished run(s) ${1:-}" -- results/runs && echo "committed $added"; fi
