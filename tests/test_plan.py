@@ -154,6 +154,7 @@ def test_plan_of_the_text_arm_agrees_with_a_real_run(reader: str, tmp_path: Path
         record = run(make_cfg(*overrides), run_dir=tmp_path / "run")
     assert record["status"] == "finished"
     real = counter.get_total_flops()
-    # The ICL plan ignores the cached few-shot prefix, so it may only over-estimate.
+    # ICL: the plan shares one downsampling factor evenly between shots and query, the run fits the whole
+    # context, so the token counts differ a little either way.
     low, high = (0.9, 1.1) if reader == "text_probe" else (0.8, 1.25)
     assert low < runs["flops"].iloc[0] / real < high, (runs["flops"].iloc[0], real)

@@ -1,8 +1,11 @@
 """FLOP counting of one training step and one forward pass, with torch.utils.flop_counter.
 
 Used by `tsllm.plan` before a sweep and by the training loop on its first step. Works on real tensors and
-on the meta device (a model that does not fit is counted from its shapes alone). FLOPs of matrix products,
-convolutions and attention are counted; elementwise work (norms, activations, the optimiser) is not.
+on the meta device (a model that does not fit is counted from its shapes alone). FLOPs of matrix products
+and convolutions are counted; elementwise work (norms, activations, the optimiser) is not. Attention scores
+are counted only where torch's counter knows the kernel: on CPU, `scaled_dot_product_attention` (what
+transformers uses by default) counts 0 with or without a mask, so an LLM's attention over T tokens is
+missing, about T / (6 x hidden size) of its forward.
 """
 
 from __future__ import annotations

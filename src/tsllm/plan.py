@@ -213,8 +213,8 @@ class Counter:
         writes it (downsampled to fit the budget). ``text_probe`` runs the decoder over prompt + series.
         ``text_icl`` runs the few-shot prefix once (its keys and values are cached), then per query the
         decoder over the query's tokens and the LM head at the label. As in every count here, attention
-        scores are left to torch's counter, which does not count masked SDPA on this CPU: long contexts
-        are under-counted by about T / (6 x hidden size) (T tokens in the context).
+        scores are left to torch's counter (see tsllm.flops: on CPU it counts none), so long contexts are
+        under-counted by about T / (6 x hidden size) (T tokens in the context).
         """
         from tsllm.backbone import decoder_of
         from tsllm.readers.llm import prompt_token_ids
