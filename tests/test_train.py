@@ -113,6 +113,8 @@ def read_wandb_log(path: Path) -> list:
             pos += block - pos % block
             continue
         length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if pos + 7 + length > len(data):  # a record still being written
+            break
         pending += data[pos + 7:pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # FULL or LAST fragment
@@ -123,14 +125,30 @@ def read_wandb_log(path: Path) -> list:
     return records
 
 
+def wandb_records_when_written(path: Path, timeout_s: float = 60.0) -> dict[str, list]:
+    """The offline run's records by kind, once its `exit` record is on disk.
+
+    wandb-core writes the file from its own process: `run.finish()` can return before the writer has
+    flushed (CI once read only part of the file), so the test waits for the closing record, then fails
+    naming the kinds it did find.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        by_kind: dict[str, list] = {}
+        for r in read_wandb_log(path):
+            by_kind.setdefault(r.WhichOneof("record_type"), []).append(r)
+        if "exit" in by_kind or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert {"run", "history", "summary", "exit"} <= by_kind.keys(), (path, sorted(by_kind))
+    return by_kind
+
+
 def test_wandb_offline_run_files(run_dir: Path) -> None:
     rec = run(make_cfg("logger=wandb", "train.epochs=2"), run_dir=run_dir)
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    records = read_wandb_log(next(runs[0].glob("run-*.wandb")))
-    by_kind: dict[str, list] = {}
-    for r in records:
-        by_kind.setdefault(r.WhichOneof("record_type"), []).append(r)
+    by_kind = wandb_records_when_written(next(runs[0].glob("run-*.wandb")))
     run_rec = by_kind["run"][0].run
     assert run_rec.project == "tsllm" and run_rec.run_group == "default"
     def items(updates) -> dict:
