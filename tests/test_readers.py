@@ -297,3 +297,21 @@ def test_reader_values_of_the_wrong_type_fail_before_any_folder(overrides: list[
     from tsllm.train import CONF_DIR
 
     assert check_overrides(CONF_DIR, overrides) == message
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    # Arguments the run supplies (seed, sizes, the LLM) are not reader options: one line, not a TypeError.
+    (["+reader.seed=3"], "reader.seed: unknown key for reader mean; it takes align, bos, shuffle_latents"),
+    (["reader=attention", "+reader.hidden_size=64"],
+     "reader.hidden_size: unknown key for reader attention; it takes align, dropout, num_heads, shuffle_latents"),
+    (["mode=hybrid", "+reader.llm=x"], r"reader.llm: unknown key for reader llm; it takes align, lora, pooling, "
+                                        r"prefix_cache, prompt, prompt_length, shuffle_latents, suffix, template"),
+    # The text probe's from_context takes no **args: its constructor's names are not options either.
+    (["mode=text", "+reader.features=1"], "reader.features: unknown key for reader text_probe; it takes align, "
+                                           "batch_size, decimals, template, token_budget"),
+])
+def test_reader_keys_the_run_supplies_or_no_class_takes_are_refused(overrides: list[str], message: str) -> None:
+    from tsllm.schema import check_overrides
+    from tsllm.train import CONF_DIR
+
+    assert check_overrides(CONF_DIR, overrides) == message

@@ -177,18 +177,23 @@ def reader_problem(reader_cfg: Any) -> str | None:
         cls = get_class(target)
     except Exception:  # noqa: BLE001 - an unknown class is reported when the reader is built
         return None
+    # What the config may set: from_context's own keywords and, where it passes the rest on (**args), the
+    # constructor's, less those the run supplies (the class's context_args).
     accepted: dict[str, Any] = {}
-    for fn in (cls.from_context, cls.__init__):
+    passes_on = False
+    for fn, skip in ((cls.from_context, {"cls", "ctx"}), (cls.__init__, {"self", *cls.context_args})):
         hints = typing.get_type_hints(fn)
-        for name, p in inspect.signature(fn).parameters.items():
-            if p.kind == p.KEYWORD_ONLY or p.kind == p.POSITIONAL_OR_KEYWORD:
-                accepted.setdefault(name, hints.get(name))
+        params = inspect.signature(fn).parameters.values()
+        for p in params:
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in skip:
+                accepted.setdefault(p.name, hints.get(p.name))
+        passes_on = any(p.kind == p.VAR_KEYWORD for p in params)
+        if not passes_on:
+            break
     for key, value in args.items():
         if key not in accepted:
-            known = sorted(k for k in accepted if k not in ("self", "cls", "ctx", "llm", "tokenizer", "features",
-                                                           "classifier", "hidden_size", "num_tokens", "seed",
-                                                           "bos_embedding"))
-            return f"reader.{key}: unknown key for reader {reader_cfg.get('name')}; it takes {', '.join(known)}"
+            known = ", ".join(sorted(accepted))
+            return f"reader.{key}: unknown key for reader {reader_cfg.get('name')}; it takes {known}"
         expected = _simple_types(accepted[key])
         if expected and value is not None and not isinstance(value, expected) \
                 and not (float in expected and isinstance(value, int) and not isinstance(value, bool)):

@@ -12,6 +12,8 @@ from tsllm.readers.base import Reader, ReaderContext, ReadToken
 class AttentionReader(Reader):
     """``[z_1..z_L | read] -> MultiheadAttention -> output at the read position -> [B, H]``."""
 
+    context_args = frozenset({"hidden_size", "num_tokens", "seed"})
+
     def __init__(self, *, hidden_size: int, num_tokens: int, num_heads: int = 8, dropout: float = 0.0,
                  seed: int = 0, shuffle_latents: str | None = None, align: dict | None = None) -> None:
         super().__init__(num_tokens=num_tokens, seed=seed, shuffle_latents=shuffle_latents, align=align)

@@ -51,6 +51,8 @@ class Reader(nn.Module):
 
     #: "standalone" (no LLM), "hybrid" (a frozen LLM reads the latents), "lora", "text".
     mode: ClassVar[str] = "standalone"
+    #: Constructor arguments that :meth:`from_context` takes from the run, never from the reader config.
+    context_args: ClassVar[frozenset[str]] = frozenset({"num_tokens", "seed"})
 
     def __init__(self, *, num_tokens: int, seed: int = 0, shuffle_latents: str | None = None,
                  align: dict | None = None) -> None:

@@ -24,6 +24,8 @@ PROMPTS = ("text", "none", "random")
 class LLMReader(Reader):
     """``latents [B, L, H] -> [B, H]``: the LLM's last-layer state at the read position (or mean over latents)."""
 
+    context_args = frozenset({"llm", "tokenizer", "num_tokens", "template", "seed"})
+
     mode = "hybrid"
 
     def __init__(self, llm: nn.Module, tokenizer: Any, *, num_tokens: int, template: str, prompt: str = "text",

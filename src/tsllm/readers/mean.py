@@ -18,6 +18,8 @@ class MeanReader(Reader):
     configured LLM is pooled together with the latents, ``mean([bos; z_1..z_L])``.
     """
 
+    context_args = frozenset({"num_tokens", "seed", "bos_embedding"})
+
     def __init__(self, *, num_tokens: int, seed: int = 0, shuffle_latents: str | None = None,
                  align: dict | None = None, bos_embedding: torch.Tensor | None = None) -> None:
         super().__init__(num_tokens=num_tokens, seed=seed, shuffle_latents=shuffle_latents, align=align)

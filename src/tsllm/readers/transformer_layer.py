@@ -12,6 +12,8 @@ from tsllm.readers.base import Reader, ReaderContext, ReadToken
 class TransformerLayerReader(Reader):
     """``[z_1..z_L | read] -> one pre-norm Transformer layer -> state at the read position -> [B, H]``."""
 
+    context_args = frozenset({"hidden_size", "num_tokens", "seed"})
+
     def __init__(self, *, hidden_size: int, num_tokens: int, num_heads: int = 8, ffn_ratio: int = 4,
                  dropout: float = 0.1, seed: int = 0, shuffle_latents: str | None = None,
                  align: dict | None = None) -> None:
