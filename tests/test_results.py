@@ -656,7 +656,12 @@ def test_protocol_effect_pairs_study_runs_with_honest_runs_on_dataset_and_seed(t
         r["study_min_train_loss_test_acc"] = m
     honest = [make_record(d, "study_inception", "hybrid", 0, acc) for d, acc in (("A", 0.8), ("B", 0.6))]
     other_seed = [make_record("C", "study_inception", "hybrid", 1, 0.5)]  # no study run of seed 1: unpaired
-    table = R.protocol_effect_table(_frame(study + honest + other_seed, tmp_path)).set_index("mode")
+    # An honest arm the study did not run (a random-init LLM) is another config, not a second counterpart.
+    random_llm = [make_record(d, "study_inception", "hybrid", 0, 0.1, weights="random") for d in "AB"]
+    # A text-arm run gives every other run missing reader settings (NaN, which never equals NaN).
+    text = [make_record("A", "none", "text", 0, 0.5, reader={"name": "text_probe", "decimals": 2})]
+    table = R.protocol_effect_table(_frame(study + honest + other_seed + random_llm + text, tmp_path))
+    table = table.set_index("mode")
     row = table.loc["hybrid"]
     assert row["n pairs"] == 2 and row["datasets"] == "A, B"
     assert row["honest"] == pytest.approx(0.7) and row["study best TEST"] == pytest.approx(0.85)
@@ -680,3 +685,22 @@ def test_diagnostics_summary_means_the_diagnosed_runs_and_takes_the_best_probe_l
     assert "collapse" not in table  # a diagnostic no run carries is not a column
     assert "## Diagnostics" in R.markdown_report(_frame(records, tmp_path), "val_selected")
     assert R.diagnostics_summary(_frame(records[2:], tmp_path), "val_selected").empty
+
+
+def test_study_protocol_keys_are_what_the_study_presets_change() -> None:
+    from omegaconf import OmegaConf
+
+    from tsllm.results.aggregate import STUDY_PROTOCOL_KEYS
+
+    from conftest import make_cfg
+
+    def flat(*overrides: str) -> dict:
+        cfg = OmegaConf.to_container(make_cfg(*overrides), resolve=True)
+        return dict(pd.json_normalize(cfg, sep=".").iloc[0])
+
+    for study_mode, honest_mode in (("study_hybrid", "hybrid"), ("study_standalone", "standalone")):
+        study = flat("experiment=study_reproduction", f"mode={study_mode}")
+        honest = flat("encoder=study_inception", f"mode={honest_mode}")
+        changed = {k for k in study.keys() | honest.keys() if str(study.get(k)) != str(honest.get(k))}
+        # The run's names and logger are not settings a number depends on.
+        assert changed - {"sweep_name", "logger._target_", "logger.name"} <= STUDY_PROTOCOL_KEYS, changed

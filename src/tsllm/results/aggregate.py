@@ -249,13 +249,27 @@ def protocol_table(df: pd.DataFrame) -> pd.DataFrame:
     return labelled(table, HONEST, label=f"honest = {protocol_label(HONEST)}; study = {OPTIMISTIC_LABEL}")
 
 
+#: The settings experiment=study_reproduction (with mode=study_standalone|study_hybrid) changes; an honest
+#: run is the study run's counterpart when it agrees with it on every other setting (a test checks this
+#: list against the composed configs).
+STUDY_PROTOCOL_KEYS = frozenset({"data.normalise", "train.optimizer", "train.weight_decay", "train.stop_at_train_acc",
+                                 "train.selection", "train.protocol", "reader.suffix", "reader.bos"})
+
+
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Setting values as text for equality tests: a missing value is "" (NaN never equals NaN)."""
+    return frame.astype(object).where(frame.notna(), "").astype(str)
+
+
 def protocol_effect_table(df: pd.DataFrame) -> pd.DataFrame:
     """The study's protocol against the honest one, per encoder and mode, paired on dataset and seed.
 
     Study runs are those carrying ``study_best_test_acc`` (``experiment=study_reproduction``); honest runs
-    are plain ones (``val_selected`` protocol, validation selection, no TEST statistics). Each pair is one
-    dataset and seed with both; the effect is the study's figure minus the honest one over those pairs.
-    An (encoder, mode) with honest runs of more than one config is left out rather than averaged.
+    are plain ones (``val_selected`` protocol, validation selection, no TEST statistics) that agree with the
+    study runs on every setting outside :data:`STUDY_PROTOCOL_KEYS` (so a random-init LLM's honest runs are
+    not the pretrained study runs' counterpart). Each pair is one dataset and seed with both; the effect is
+    the study's figure minus the honest one over those pairs. An (encoder, mode) whose study runs or
+    matching honest runs have more than one config is left out rather than averaged.
     """
     columns = ["encoder", "mode", "n pairs", "honest", "study best TEST", "study TEST at min train loss",
                "effect best TEST", "effect min train loss", "datasets"]
@@ -270,6 +284,11 @@ def protocol_effect_table(df: pd.DataFrame) -> pd.DataFrame:
     for (encoder, mode), group in study.groupby(["encoder", "mode"], dropna=False):
         mine = honest[(honest["encoder"] == encoder) & (honest["mode"] == mode)]
         settings = [c for c in mine.columns if "." in c and c not in ("data.name", "data.root")]
+        shared = [c for c in settings if c not in STUDY_PROTOCOL_KEYS]
+        study_config = _as_text(group[shared]).drop_duplicates()
+        if len(study_config) != 1:  # several study configs: never averaged
+            continue
+        mine = mine[(_as_text(mine[shared]) == study_config.iloc[0]).all(axis=1)]
         if len(mine[settings].astype(str).drop_duplicates()) != 1:  # several honest configs: never averaged
             continue
         pairs = group.merge(mine[[*keys, "test_acc"]].rename(columns={"test_acc": "honest_acc"}), on=keys)
