@@ -180,15 +180,13 @@ def reader_problem(reader_cfg: Any) -> str | None:
     # What the config may set: from_context's own keywords and, where it passes the rest on (**args), the
     # constructor's, less those the run supplies (the class's context_args).
     accepted: dict[str, Any] = {}
-    passes_on = False
     for fn, skip in ((cls.from_context, {"cls", "ctx"}), (cls.__init__, {"self", *cls.context_args})):
         hints = typing.get_type_hints(fn)
         params = inspect.signature(fn).parameters.values()
         for p in params:
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in skip:
                 accepted.setdefault(p.name, hints.get(p.name))
-        passes_on = any(p.kind == p.VAR_KEYWORD for p in params)
-        if not passes_on:
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
             break
     for key, value in args.items():
         if key not in accepted:

@@ -289,7 +289,7 @@ def protocol_effect_table(df: pd.DataFrame) -> pd.DataFrame:
         if len(study_config) != 1:  # several study configs: never averaged
             continue
         mine = mine[(_as_text(mine[shared]) == study_config.iloc[0]).all(axis=1)]
-        if len(mine[settings].astype(str).drop_duplicates()) != 1:  # several honest configs: never averaged
+        if len(_as_text(mine[settings]).drop_duplicates()) != 1:  # several honest configs: never averaged
             continue
         pairs = group.merge(mine[[*keys, "test_acc"]].rename(columns={"test_acc": "honest_acc"}), on=keys)
         if pairs.empty:
