@@ -266,6 +266,38 @@ def test_reader_group_records_label_arms_from_varying_keys(tmp_path: Path) -> No
     assert controls.loc["standalone", "vs"] == "hybrid[reader.prompt=study]"
 
 
+def test_control_arms_keep_their_short_labels_and_the_kernel_ablation_pairs_with_the_plain_llm(tmp_path: Path) -> None:
+    def control(dataset: str, seed: int, acc: float, arm: str, num_layers: int | None = None,
+                kernel_sizes: list[int] | None = None, encoder: str = "inception") -> dict:
+        reader = {"name": "mean" if arm == "mean" else "llm"}
+        rec = make_record(dataset, encoder, "standalone" if arm == "mean" else "hybrid", seed, acc,
+                          reader=reader, sweep="controls")
+        rec["config"]["llm"]["num_layers"] = num_layers
+        rec["config"]["encoder"]["kernel_sizes"] = kernel_sizes
+        rec["arm"] = arm  # what train.arm_label writes
+        return rec
+
+    records = []
+    for dataset, shift in (("A", 0.0), ("B", 0.1)):
+        for seed in (0, 1):
+            records += [control(dataset, seed, 0.6 + shift, "llm"), control(dataset, seed, 0.9, "mean"),
+                        control(dataset, seed, 0.5 + shift, "llm[num_layers=8]", num_layers=8),
+                        control(dataset, seed, 0.7 + shift, "llm", kernel_sizes=[7, 7, 7]),
+                        # ResNet's kernel sizes only tell encoders apart: they qualify no arm.
+                        control(dataset, seed, 0.8, "llm", kernel_sizes=[8, 5, 3], encoder="resnet"),
+                        control(dataset, seed, 0.9, "mean", kernel_sizes=[8, 5, 3], encoder="resnet")]
+    df = _frame(records, tmp_path)
+    single = "llm[encoder.kernel_sizes=[7, 7, 7]]"
+    assert set(df["arm"]) == {"llm", "mean", "llm[num_layers=8]", single}  # no "=null" qualifiers
+    assert set(df.loc[df["encoder"] == "resnet", "arm"]) == {"llm", "mean"}
+    assert df.groupby(["variant", "arm"]).size().eq(4).all()  # two datasets x two seeds each: nothing merged
+    controls = R.controls_table(df, "val_selected")
+    assert set(controls["vs"]) == {"llm"}
+    by_arm = controls[controls["variant"] == "inception"].set_index("arm")
+    assert by_arm.loc[single, "n pairs"] == 4 and by_arm.loc[single, "delta"] == pytest.approx(0.1)
+    assert by_arm.loc["llm[num_layers=8]", "delta"] == pytest.approx(-0.1)
+
+
 def test_failed_record_with_string_lr_is_skipped(tmp_path: Path) -> None:
     records = [make_record("A", "cnn", "standalone", 0, 0.9),
                make_record("A", "cnn", "standalone", 1, None, lr="abc", status="failed"),
@@ -313,6 +345,11 @@ def test_where_and_sweep_filters(tmp_path: Path) -> None:
     assert len(_frame(records, tmp_path, where=[("train.lr", "0.001")])) == 4  # numbers compare as numbers
     with pytest.raises(ValueError, match="expected key=value"):
         R.parse_where(["llm.weights"])
+    # A run in flight is counted as left out only by the report of its own sweep.
+    running = [*records, make_record("C", "cnn", "standalone", 0, status="running", sweep="s2")]
+    assert len(_frame(running, tmp_path, sweeps=["s1"]).attrs["skipped"]) == 0
+    assert len(_frame(running, tmp_path, sweeps=["s2"]).attrs["skipped"]) == 1
+    assert len(_frame(running, tmp_path, where=[("data.name", "A")]).attrs["skipped"]) == 0
 
 
 def test_report_without_usable_runs(hand: pd.DataFrame) -> None:
@@ -371,6 +408,7 @@ def test_cost_table(tmp_path: Path) -> None:
     assert list(table.index) == ["hybrid"] and table.loc["hybrid", "n runs"] == 2
     assert table.loc["hybrid", "seconds_per_epoch"] == pytest.approx(1.5)
     assert table.loc["hybrid", "flops_per_step"] == pytest.approx(2e9)
+    assert table.loc["hybrid", "train_hours"] == pytest.approx((1.0 * 2 + 2.0 * 2) / 3600)  # 2 epochs each
     assert R.cost_table(_frame(records[2:], tmp_path)).empty
     assert "## Cost" in R.markdown_report(_frame(records, tmp_path), "val_selected", cost=True)
     assert "No run reports cost fields" in R.markdown_report(_frame(records[2:], tmp_path), "val_selected", cost=True)
@@ -486,18 +524,20 @@ def test_cli_writes_tidy_and_report(hand_dir: Path, tmp_path: Path) -> None:
     assert (out / "tidy.parquet").exists()
 
 
-def _readme_headline() -> tuple[list[str], list[str]]:
-    """The command the README's "What we found here" section shows and the table right below it."""
-    section = (REPO / "README.md").read_text().split("### What we found here", 1)[1].split("\n### ", 1)[0]
+def _readme_table(title: str) -> tuple[list[str], list[str]]:
+    """The ``python -m tsllm.results`` command a README section shows and the table right below it."""
+    section = (REPO / "README.md").read_text().split(f"### {title}", 1)[1].split("\n### ", 1)[0]
     command = next(line for line in section.splitlines() if line.startswith("python -m tsllm.results"))
     after = section.split(command, 1)[1]
     table = [line for line in after.split("\n\n")[1:3] for line in line.splitlines() if line.startswith("|")]
-    return command.split(), table
+    return command.split("#")[0].split(), table
 
 
-def test_readme_headline_table_is_generated() -> None:
-    command, table = _readme_headline()
-    assert "--headline" in command and table
+@pytest.mark.parametrize(("title", "flag"), [("What we found here", "--headline"),
+                                             ("Controls for our Inception", "--controls")])
+def test_readme_paired_tables_are_generated(title: str, flag: str) -> None:
+    command, table = _readme_table(title)
+    assert flag in command and table
     proc = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     printed = [line for line in proc.stdout.splitlines() if line.startswith("|")]

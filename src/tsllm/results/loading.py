@@ -35,6 +35,8 @@ COST_KEYS = ("flops_per_step", "llm_tokens_per_step", "seconds_per_epoch", "peak
 # Config groups that make an arm (what reads the latents); everything else is the setting it runs in.
 ARM_GROUPS = ("mode", "reader", "llm")
 ARM_NAME_KEYS = ("reader.name", "mode.name")
+# Encoder settings a control arm changes (the multi-scale ablation): they label the arm, not the setting.
+ARM_SETTINGS = ("encoder.kernel_sizes",)
 # Keys that say which data a run saw; the dataset column (name, plus checksum when ambiguous) stands for them.
 DATASET_KEYS = ("data.name", "data.root")
 INT_COLUMNS = ("seed", "num_tokens", "num_kernels", "best_epoch", "epochs_run", "resumed_from_epoch", "epochs",
@@ -129,6 +131,21 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return (None, reason) if reason else (record, None)
 
 
+def _outside_selection(path: Path, where: Sequence[tuple[str, str]], sweeps: Sequence[str]) -> bool:
+    """Whether a record skipped as unusable (running, failed) says it is of another sweep or ``where``,
+    so a report of one sweep does not count another's runs in flight. Unreadable records always count."""
+    try:
+        config = json.loads(path.read_text()).get("config")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
+    if not isinstance(config, dict):
+        return False
+    if sweeps and config.get("sweep_name") not in sweeps:
+        return True
+    flat = flatten(config)
+    return any(key in flat and not _matches(flat[key], wanted) for key, wanted in where)
+
+
 def _tidy_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
     row = {key: record.get(key) for key in SCALAR_KEYS}
     config = record["config"]
@@ -154,7 +171,7 @@ def _tidy_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
         data_name=_get(config, "data", "name"),
         # The cell is the run without its seed; the context also drops the arm, so two arms pair on it.
         cell=config_hash(_without(config, "seed")),
-        context=config_hash(_without(config, "seed", *ARM_GROUPS)),
+        context=config_hash(_without(config, "seed", *ARM_GROUPS, *ARM_SETTINGS)),
         path=_shown(path),
     )
     row.update({f"data_{k}": _get(record, "data", k) for k in DATA_KEYS})
@@ -210,13 +227,21 @@ def varying_keys(df: pd.DataFrame) -> list[str]:
 
 
 def _qualified(base: pd.Series, df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
-    """``base`` suffixed with ``[k=v, ...]`` for the ``keys`` that vary among rows sharing that base."""
+    """``base`` suffixed with ``[k=v, ...]`` for the ``keys`` that vary among rows sharing that base and encoder.
+
+    Rows of different encoders never share a table cell, so a key that only tells encoders apart (ResNet's
+    kernel sizes against Inception's) names nothing.
+
+    A key a row leaves unset (null) is not named in that row's label: the others name it, so labels
+    stay distinct, and the plain arm reads ``llm`` rather than ``llm[llm.num_layers=null]``.
+    """
     labels = base.astype(str).copy()
-    for name, rows in df.groupby(base, sort=False):
+    for (name, _), rows in df.groupby([base, df["encoder"].fillna("")], sort=False):
         quals = [k for k in keys if rows[k].map(_text).nunique() > 1]
         if quals:
-            text = rows[quals].apply(lambda r: ", ".join(f"{k}={_text(v)}" for k, v in r.items()), axis=1)
-            labels.loc[rows.index] = f"{name}[" + text + "]"
+            named = rows[quals].apply(
+                lambda r: ", ".join(f"{k}={_text(v)}" for k, v in r.items() if _text(v) != "null"), axis=1)
+            labels.loc[rows.index] = named.map(lambda text, name=name: f"{name}[{text}]" if text else str(name))
     return labels
 
 
@@ -228,17 +253,19 @@ def leaks_test(value: Any) -> bool:
 def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     """Set ``arm`` and ``variant`` from the config keys that vary in ``df``; returns ``df``.
 
-    ``arm`` is the reader (or older records' mode) qualified by every reader/mode/LLM key that varies
-    among its runs (``hybrid[llm.weights=random]``); ``variant`` is the encoder qualified by every other
+    ``arm`` is the run's own label (``train.arm_label``; older records: the reader or mode) qualified by
+    every reader/mode/LLM key (and :data:`ARM_SETTINGS`) that varies among its runs
+    (``hybrid[llm.weights=random]``); ``variant`` is the encoder qualified by every other
     varying key (``inception[train.lr=0.0001]``), flagged when the run's data leaks TEST. Rows of one
     (variant, arm) therefore differ only in dataset and seed: nothing else is ever averaged.
     """
     if df.empty:
         return df.assign(arm=pd.Series(dtype=object), variant=pd.Series(dtype=object))
     varying = [k for k in varying_keys(df) if k not in ARM_NAME_KEYS and k not in DATASET_KEYS]
-    arm_keys = [k for k in varying if k.split(".")[0] in ARM_GROUPS]
+    arm_keys = [k for k in varying if k.split(".")[0] in ARM_GROUPS or k in ARM_SETTINGS]
     setting_keys = [k for k in varying if k not in arm_keys and k != "encoder.name"]
-    df["arm"] = _qualified(df["reader"].fillna(df["mode"]), df, arm_keys)
+    own = df["run_arm"] if "run_arm" in df else pd.Series(None, index=df.index, dtype=object)
+    df["arm"] = _qualified(own.fillna(df["reader"]).fillna(df["mode"]), df, arm_keys)
     variant = _qualified(df["encoder"], df, setting_keys)
     # Records say how they leak (a text such as "normalise=study_global_minmax: ..."); older ones True.
     leaks = df["data_leaks_test"].map(leaks_test)
@@ -312,7 +339,8 @@ def load_records(paths: str | Path | Iterable[str | Path], where: Sequence[tuple
     for path in files:
         record, reason = _read(path)
         if record is None:
-            skipped.append(f"{path}: {reason}")
+            if not _outside_selection(path, where, sweeps):
+                skipped.append(f"{path}: {reason}")
             continue
         rows.append(_tidy_row(record, path))
         for key in flatten(record["config"]):

@@ -145,9 +145,10 @@ def controls_table(df: pd.DataFrame, protocol: str, reference: str | None = None
     runs = usable_runs(df, protocol)
     if reference is None and "run_arm" in runs:
         # Runs that name their own arm: the reference is the one whose runs all read with the plain,
-        # pretrained frozen LLM (label "llm": no setting off its defaults).
+        # pretrained frozen LLM (label "llm": no setting off its defaults); of several such arms (an
+        # encoder setting such as the kernel sizes tells them apart), the one without a qualifier.
         plain = runs.groupby("arm")["run_arm"].agg(lambda s: set(s) == {"llm"})
-        reference = next(iter(plain[plain].index), None)
+        reference = min(plain[plain].index, key=lambda arm: (arm != "llm", len(arm), arm), default=None)
     reference = reference or default_reference(list(runs["arm"].unique()) if len(runs) else [])
     if reference is None:
         return labelled(pd.DataFrame(columns=list(PAIRED_COLUMNS)), protocol, baseline=None)
