@@ -23,6 +23,10 @@ text() {  # $1: text reader (text_probe | text_icl), $2: seed(s)
   $PY "${VERB[@]}" -m mode=text reader="$1" seed="$2" "${COMMON[@]}"
 }
 OURS=mlp,cnn,inception,resnet,transformer
+tier_total() {  # $1: tier name; passes the plans through and adds up their "total: ... H hours" lines
+  awk -v tier="$1" '{ print } /^total:/ { for (i = 2; i <= NF; i++) if ($i == "hours") h += $(i - 1) }
+                    END { printf "%s total: %.2f hours at the rate above (the plans above, added)\n", tier, h }'
+}
 
 tier1_A() {
   arm no_llm $OURS 0
@@ -47,8 +51,8 @@ case "${1:-}" in
   A) tier1_A ;;
   B) tier1_B ;;
   tier2) tier2 ;;
-  plan1) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); tier1_A; tier1_B ;;
-  plan2) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); tier2 ;;
+  plan1) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); { tier1_A; tier1_B; } | tier_total "Tier 1" ;;
+  plan2) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); tier2 | tier_total "Tier 2" ;;
   diagnose)  # Tier 2: full diagnostics of Inception's hybrid, seed 0 (basic ones are in every hybrid record)
     for d in results/runs/evidence16/control=llm,data.name=*,encoder=inception,*seed=0,*; do  # with its no-LLM twin (CKA)
       $PY -m tsllm.diagnose --level full "$d" "${d/control=llm,/control=no_llm,}"

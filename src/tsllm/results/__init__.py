@@ -44,7 +44,7 @@ from tsllm.results.loading import (
     validate,
     write_tidy,
 )
-from tsllm.results.markdown import headline_markdown, markdown_report, paired_display, to_markdown
+from tsllm.results.markdown import controls_markdown, headline_markdown, markdown_report, paired_display, to_markdown
 from tsllm.results.paths import DEFAULT_OUT, figures_dir, repo_root, save_figure, tidy_path
 from tsllm.results.plots import plot_critical_difference, plot_paired
 from tsllm.results.stats import (
@@ -71,7 +71,7 @@ def filter_runs(df: pd.DataFrame, where: Sequence[str] = (), sweeps: Sequence[st
 
 __all__ = [
     "CELL", "DEFAULT_ARCHIVE", "DEFAULT_METHODS", "DEFAULT_OUT", "GRID_KEYS", "MIN_PAIRED", "OPTIMISTIC_LABEL",
-    "PROTOCOLS", "TIDY_COLUMNS", "accuracy_column", "aggregate", "bootstrap_median_ci", "controls_table",
+    "PROTOCOLS", "TIDY_COLUMNS", "accuracy_column", "aggregate", "bootstrap_median_ci", "controls_markdown", "controls_table",
     "cost_table", "critical_difference", "dataset_matrix", "dataset_means", "default_baseline",
     "default_reference", "diagnostics_summary", "figures_dir", "filter_runs", "grid_matrix", "grid_table", "headline_markdown",
     "headline_table", "label_runs", "load_records", "load_tidy", "main", "markdown_report", "paired_datasets", "paired_display",

@@ -8,6 +8,7 @@ varies (see :func:`tsllm.results.loading.label_runs`); a table that groups by fe
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -346,7 +347,11 @@ def diagnostics_summary(df: pd.DataFrame, protocol: str, by: Sequence[str] = CEL
 
 
 def cost_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per variant and arm: the mean of each ``record["cost"]`` field over the runs that report it."""
+    """Per variant and arm: the mean of each ``record["cost"]`` field over the runs that report it.
+
+    ``train_hours`` is the time spent in epochs, all runs added (seconds per epoch x epochs run, so a
+    resumed run counts every session's epochs; loading and the final evaluations are not in it).
+    """
     columns = [f"cost_{k}" for k in COST_KEYS if f"cost_{k}" in df and df[f"cost_{k}"].notna().any()]
     if not columns:
         table = pd.DataFrame(columns=[*CELL, "n runs"])
@@ -354,8 +359,11 @@ def cost_table(df: pd.DataFrame) -> pd.DataFrame:
         costed = df[df[columns].notna().any(axis=1)].copy()
         for column in columns:
             costed[column] = pd.to_numeric(costed[column], errors="coerce")
+        costed["train_hours"] = costed.get("cost_seconds_per_epoch", math.nan) * costed["epochs_run"] / 3600
         table = costed.groupby(list(CELL), dropna=False).agg(
-            **{"n runs": ("cell", "size")}, **{c.removeprefix("cost_"): (c, "mean") for c in columns}).reset_index()
+            **{"n runs": ("cell", "size")}, **{c.removeprefix("cost_"): (c, "mean") for c in columns},
+            train_hours=("train_hours", "sum")).reset_index()
         table = table.sort_values(list(CELL), key=sort_key).reset_index(drop=True)
-    table.attrs.update(label="cost per run, mean over the runs that report it (record['cost'])", pooled=[])
+    table.attrs.update(label="cost per run, mean over the runs that report it (record['cost']); train_hours: "
+                            "seconds per epoch x epochs run, all runs added", pooled=[])
     return table

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from tsllm.results.aggregate import PROTOCOLS
 from tsllm.results.loading import load_records, parse_where, tidy_files
-from tsllm.results.markdown import headline_markdown, markdown_report
+from tsllm.results.markdown import controls_markdown, headline_markdown, markdown_report
 from tsllm.results.paths import DEFAULT_OUT
 
 logger = logging.getLogger("tsllm.results")
 
 EPILOG = """examples:
   python -m tsllm.results results/runs --sweep standalone --sweep hybrid --headline
+  python -m tsllm.results results/runs --sweep controls --controls   # each control against the frozen LLM
   python -m tsllm.results results/runs --where llm.weights=random --where data.name=GunPoint
   python -m tsllm.results results/runs --out results --reference     # rewrites the committed evidence"""
 
@@ -41,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cost", action="store_true", help="add the cost table (record['cost'] per arm)")
     p.add_argument("--headline", action="store_true",
                    help="print only the paired headline table (the README's); writes nothing")
+    p.add_argument("--controls", action="store_true",
+                   help="print only the controls table (each arm against --reference-arm); writes nothing")
     return p
 
 
@@ -56,8 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if df.empty:
         logger.error("no usable finished runs under %s: nothing written", [str(d) for d in args.dirs])
         return 1
-    if args.headline:
-        print(headline_markdown(df, args.protocol), end="")
+    if args.headline or args.controls:
+        print(headline_markdown(df, args.protocol) if args.headline
+              else controls_markdown(df, args.protocol, args.reference_arm), end="")
         return 0
     report = markdown_report(df, args.protocol, reference_csv=args.reference_csv, reference=args.reference,
                              cost=args.cost, reference_arm=args.reference_arm)

@@ -80,10 +80,18 @@ PAIRED_NOTE = (f"pairs: same dataset and seed, every other config value equal bu
                f"{MIN_PAIRED} datasets, so none is shown)")
 
 
+def _paired_markdown(table: pd.DataFrame, protocol: str) -> str:
+    return f"_{protocol_label(protocol)}; {PAIRED_NOTE}._\n\n{to_markdown(paired_display(table))}\n"
+
+
 def headline_markdown(df: pd.DataFrame, protocol: str) -> str:
     """The README's headline table: every arm against the no-LLM arm, paired (what ``--headline`` prints)."""
-    table = headline_table(df, protocol)
-    return f"_{protocol_label(protocol)}; {PAIRED_NOTE}._\n\n{to_markdown(paired_display(table))}\n"
+    return _paired_markdown(headline_table(df, protocol), protocol)
+
+
+def controls_markdown(df: pd.DataFrame, protocol: str, reference_arm: str | None = None) -> str:
+    """The README's controls table: every arm against the frozen-LLM arm, paired (what ``--controls`` prints)."""
+    return _paired_markdown(controls_table(df, protocol, reference_arm), protocol)
 
 
 HEADLINE_TITLE = "Paired comparisons against the no-LLM arm (headline)"
