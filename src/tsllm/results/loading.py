@@ -122,22 +122,19 @@ def validate(record: Any) -> str | None:
     return None
 
 
-def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+def _read(path: Path) -> tuple[Any, str | None]:
+    """The parsed record (None if not readable JSON) and why it is not usable (None when it is)."""
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         return None, f"not readable JSON ({e})"
-    reason = validate(record)
-    return (None, reason) if reason else (record, None)
+    return record, validate(record)
 
 
-def _outside_selection(path: Path, where: Sequence[tuple[str, str]], sweeps: Sequence[str]) -> bool:
+def _outside_selection(record: Any, where: Sequence[tuple[str, str]], sweeps: Sequence[str]) -> bool:
     """Whether a record skipped as unusable (running, failed) says it is of another sweep or ``where``,
-    so a report of one sweep does not count another's runs in flight. Unreadable records always count."""
-    try:
-        config = json.loads(path.read_text()).get("config")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return False
+    so a report of one sweep does not count another's runs in flight. Records without a config always count."""
+    config = record.get("config") if isinstance(record, dict) else None
     if not isinstance(config, dict):
         return False
     if sweeps and config.get("sweep_name") not in sweeps:
@@ -338,8 +335,8 @@ def load_records(paths: str | Path | Iterable[str | Path], where: Sequence[tuple
     probed: set[str] = set()
     for path in files:
         record, reason = _read(path)
-        if record is None:
-            if not _outside_selection(path, where, sweeps):
+        if reason is not None:
+            if not _outside_selection(record, where, sweeps):
                 skipped.append(f"{path}: {reason}")
             continue
         rows.append(_tidy_row(record, path))
