@@ -47,8 +47,27 @@ def test_prototypes_stay_in_the_span_of_the_embeddings_and_pass_gradients() -> N
     residual = (emb.weight.T @ coef - out.reshape(-1, 16).T.detach()).norm() / out.norm()
     assert residual < 1e-4
     out.pow(2).sum().backward()
-    assert z.grad is not None and z.grad.abs().sum() > 0 and align.mix.grad is not None
+    assert z.grad is not None and z.grad.abs().sum() > 0 and align.mix_logits.grad is not None
     assert not emb.weight.requires_grad
+
+
+def test_prototypes_stay_no_longer_than_the_longest_word_under_adam() -> None:
+    """Free K x V mixing weights grew 100x past every word within 5 Adam steps and collapsed all tokens."""
+    emb = embedding(vocab=500, hidden=16)
+    align = PrototypeAlign(emb, num_prototypes=20, num_heads=4)
+    opt = torch.optim.Adam(align.parameters(), lr=1e-2)
+    z = torch.randn(8, 4, 16)
+    target = torch.randn(8, 4, 16) * 50  # pulls the output far outside the words: the worst case
+    for _ in range(30):
+        opt.zero_grad()
+        (align(z) - target).pow(2).mean().backward()
+        opt.step()
+    longest = emb.weight.norm(dim=-1).max()
+    assert align.prototypes().norm(dim=-1).max() <= longest + 1e-4
+    assert align(z).norm(dim=-1).max() <= longest + 1e-4
+    # Training did move the mixture (the check above is not passing by standing still).
+    start = PrototypeAlign(emb, num_prototypes=20, num_heads=4).prototypes()
+    assert (align.prototypes() - start).norm() > 1e-2
 
 
 def test_prototype_span_check_can_fail() -> None:

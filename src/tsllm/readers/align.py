@@ -6,9 +6,10 @@ embeddings', best cosine to any word ~0.15). Each option here changes only what 
 * ``none``        -- the latents as the encoder made them.
 * ``scale``       -- RMS-normalised per token, rescaled to the median input-embedding norm, times a learnable
                      gain per position (initialised to 1).
-* ``prototypes``  -- reprogramming onto the vocabulary (after Time-LLM): K prototypes are learned linear
-                     combinations of the frozen embedding matrix; each latent cross-attends to them and
-                     becomes a convex mixture of prototypes, so every token read lies in the span of E.
+* ``prototypes``  -- reprogramming onto the vocabulary (after Time-LLM): K prototypes are learned convex
+                     combinations (softmax weights) of the frozen embedding matrix; each latent cross-attends
+                     to them and becomes a convex mixture of prototypes, so every token read lies in the
+                     convex hull of the words, hence in the span of E and no longer than the longest word.
 * ``nearest``     -- evaluation only: each latent replaced by its nearest vocabulary embedding (cosine),
                      how much signal survives discretisation. Training sees the latents unchanged.
 """
@@ -53,7 +54,13 @@ class ScaleAlign(nn.Module):
 
 
 class PrototypeAlign(nn.Module):
-    """Cross-attention of latents onto K prototypes ``P = W E`` (W: K x V learned, E frozen)."""
+    """Cross-attention of latents onto K prototypes ``P = softmax(A) E`` (A: K x V learned logits, E frozen).
+
+    The mixing weights are a softmax over the vocabulary, not free coefficients: with free K x V weights Adam
+    moves every one of them by about lr per step, so within a few steps the prototypes grew 100x longer than
+    any word and collapsed onto one direction (every token the same vector, the encoder's gradient ~0).
+    Convex weights keep each prototype inside the words' convex hull whatever the optimiser does.
+    """
 
     def __init__(self, embed: nn.Embedding, num_prototypes: int = 100, num_heads: int = 8, seed: int = 0) -> None:
         super().__init__()
@@ -63,18 +70,19 @@ class PrototypeAlign(nn.Module):
         if hidden % num_heads:
             raise ValueError(f"align.num_heads={num_heads} must divide the hidden size {hidden}")
         self._embed = _EmbeddingRef(embed)
-        # Start each prototype exactly on one (seeded, distinct) word embedding: on the manifold from step 0.
+        # Start each prototype near one (seeded, distinct) word embedding, ~98% of its weight there: on the
+        # manifold from step 0, with every word still reachable by the gradient.
         rows = torch.randperm(vocab, generator=torch.Generator().manual_seed(seed))[:num_prototypes]
-        mix = torch.zeros(num_prototypes, vocab)
-        mix[torch.arange(num_prototypes), rows] = 1.0
-        self.mix = nn.Parameter(mix)
+        logits = torch.zeros(num_prototypes, vocab)
+        logits[torch.arange(num_prototypes), rows] = math.log(max(vocab - 1, 1)) + 4.0
+        self.mix_logits = nn.Parameter(logits)
         self.num_heads = num_heads
         self.query = nn.Linear(hidden, hidden)
         self.key = nn.Linear(hidden, hidden)
 
     def prototypes(self) -> Tensor:
-        """(K, H) = W E."""
-        return self.mix @ self._embed.weight.float()
+        """(K, H) = softmax(A) E: convex mixtures of the word embeddings."""
+        return torch.softmax(self.mix_logits, dim=-1) @ self._embed.weight.float()
 
     def forward(self, z: Tensor) -> Tensor:
         b, n, h = z.shape
