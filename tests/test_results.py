@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import pytest
 from scipy import stats
 
 from tsllm import results as R
+from tsllm.results.markdown import controls_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "results" / "notebooks").glob("0[1-3]_*.ipynb"))  # 04 reads the diagnostics table
@@ -296,6 +298,12 @@ def test_control_arms_keep_their_short_labels_and_the_kernel_ablation_pairs_with
     by_arm = controls[controls["variant"] == "inception"].set_index("arm")
     assert by_arm.loc[single, "n pairs"] == 4 and by_arm.loc[single, "delta"] == pytest.approx(0.1)
     assert by_arm.loc["llm[num_layers=8]", "delta"] == pytest.approx(-0.1)
+    # --arm keeps the named rows only; a name with no row is an error naming the arms there are.
+    only = controls_markdown(df, "val_selected", arms=["llm[num_layers=8]"])
+    rows = [line for line in only.splitlines() if line.startswith("| inception") or line.startswith("| resnet")]
+    assert len(rows) == 1 and "llm[num_layers=8]" in rows[0]
+    with pytest.raises(ValueError, match=r"--arm llm\[num_layers=4\]: .*arms: .*llm\[num_layers=8\]"):
+        controls_markdown(df, "val_selected", arms=["llm[num_layers=4]"])
 
 
 def test_failed_record_with_string_lr_is_skipped(tmp_path: Path) -> None:
@@ -530,7 +538,7 @@ def _readme_table(title: str) -> tuple[list[str], list[str]]:
     command = next(line for line in section.splitlines() if line.startswith("python -m tsllm.results"))
     after = section.split(command, 1)[1]
     table = [line for line in after.split("\n\n")[1:3] for line in line.splitlines() if line.startswith("|")]
-    return command.split("#")[0].split(), table
+    return shlex.split(command.split("#")[0]), table
 
 
 @pytest.mark.parametrize(("title", "flag"), [("What we found here", "--headline"),

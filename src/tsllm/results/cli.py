@@ -18,6 +18,7 @@ logger = logging.getLogger("tsllm.results")
 EPILOG = """examples:
   python -m tsllm.results results/runs --sweep standalone --sweep hybrid --headline
   python -m tsllm.results results/runs --sweep controls --controls   # each control against the frozen LLM
+  python -m tsllm.results results/runs --sweep controls --sweep align --controls --arm "llm[align=scale]"
   python -m tsllm.results results/runs --where llm.weights=random --where data.name=GunPoint
   python -m tsllm.results results/runs --out results --reference     # rewrites the committed evidence"""
 
@@ -44,12 +45,17 @@ def parser() -> argparse.ArgumentParser:
                    help="print only the paired headline table (the README's); writes nothing")
     p.add_argument("--controls", action="store_true",
                    help="print only the controls table (each arm against --reference-arm); writes nothing")
+    p.add_argument("--arm", action="append", default=[], metavar="LABEL",
+                   help="with --controls: keep only this arm's row; repeatable")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Load and validate every record, then (and only then) write tidy.csv/.parquet and report.md."""
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.arm and not args.controls:
+        p.error("--arm selects rows of the controls table: use it with --controls")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         df = load_records(args.dirs, where=parse_where(args.where), sweeps=args.sweep)
@@ -60,8 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("no usable finished runs under %s: nothing written", [str(d) for d in args.dirs])
         return 1
     if args.headline or args.controls:
-        print(headline_markdown(df, args.protocol) if args.headline
-              else controls_markdown(df, args.protocol, args.reference_arm), end="")
+        try:
+            print(headline_markdown(df, args.protocol) if args.headline
+                  else controls_markdown(df, args.protocol, args.reference_arm, args.arm), end="")
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     report = markdown_report(df, args.protocol, reference_csv=args.reference_csv, reference=args.reference,
                              cost=args.cost, reference_arm=args.reference_arm)

@@ -89,9 +89,22 @@ def headline_markdown(df: pd.DataFrame, protocol: str) -> str:
     return _paired_markdown(headline_table(df, protocol), protocol)
 
 
-def controls_markdown(df: pd.DataFrame, protocol: str, reference_arm: str | None = None) -> str:
-    """The README's controls table: every arm against the frozen-LLM arm, paired (what ``--controls`` prints)."""
-    return _paired_markdown(controls_table(df, protocol, reference_arm), protocol)
+def controls_markdown(df: pd.DataFrame, protocol: str, reference_arm: str | None = None,
+                      arms: Sequence[str] = ()) -> str:
+    """The README's controls table: every arm (or only `arms`) against the frozen-LLM arm, paired.
+
+    What ``--controls`` (with ``--arm``) prints. An arm named in `arms` that has no row is a ValueError
+    listing the arms there are, so a typo cannot leave a table silently short.
+    """
+    table = controls_table(df, protocol, reference_arm)
+    if arms:
+        known = set(table["arm"])
+        if missing := [a for a in arms if a not in known]:
+            raise ValueError(f"--arm {', '.join(missing)}: no such arm paired against the reference here; "
+                             f"arms: {', '.join(sorted(known)) or '(none)'}")
+        keep = set(arms)
+        table = table[table["arm"].isin(keep)]
+    return _paired_markdown(table, protocol)
 
 
 HEADLINE_TITLE = "Paired comparisons against the no-LLM arm (headline)"
