@@ -8,6 +8,7 @@
 #                                              the fp32 matmul rate measured on this CPU idle; README, tsllm.plan)
 #   bash scripts/evidence16.sh A &  bash scripts/evidence16.sh B &      # Tier 1, one core each
 #   bash scripts/evidence16.sh tier2                                     # Tier 2, after Tier 1
+#   ALIGN=prototypes bash scripts/evidence16.sh align | plan_align     # issue "alignment": its arm, 3 seeds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -16,8 +17,8 @@ VERB=(-m tsllm.train)
 COMMON=(datasets=evidence16 train.selection=min_train_loss llm=smollm2_135m logger=none sweep_name=evidence16
         hydra.sweep.dir=results/runs/evidence16)
 
-arm() {   # $1: control arm(s), $2: encoder(s), $3: seed(s)
-  $PY "${VERB[@]}" -m experiment=controls control="$1" encoder="$2" seed="$3" "${COMMON[@]}"
+arm() {   # $1: control arm(s), $2: encoder(s), $3: seed(s), then any further overrides
+  $PY "${VERB[@]}" -m experiment=controls control="$1" encoder="$2" seed="$3" "${COMMON[@]}" "${@:4}"
 }
 text() {  # $1: text reader (text_probe | text_icl), $2: seed(s)
   $PY "${VERB[@]}" -m mode=text reader="$1" seed="$2" "${COMMON[@]}"
@@ -41,6 +42,9 @@ tier1_B() {
   text text_probe 0
   arm llm inception 2
 }
+align_tier() {  # the alignment option chosen on the shipped datasets, paired with Tier 1's plain LLM arm
+  arm llm inception 0,1,2 align="${ALIGN:?set ALIGN to an align option, e.g. ALIGN=prototypes}"
+}
 tier2() {
   arm llm mlp,cnn,resnet,transformer 0
   arm truncated inception 0
@@ -53,9 +57,11 @@ case "${1:-}" in
   tier2) tier2 ;;
   plan1) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); { tier1_A; tier1_B; } | tier_total "Tier 1" ;;
   plan2) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); tier2 | tier_total "Tier 2" ;;
+  align) align_tier ;;
+  plan_align) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); align_tier | tier_total "align=$ALIGN" ;;
   diagnose)  # Tier 2: full diagnostics of Inception's hybrid, seed 0 (basic ones are in every hybrid record)
     for d in results/runs/evidence16/control=llm,data.name=*,encoder=inception,*seed=0,*; do  # with its no-LLM twin (CKA)
       $PY -m tsllm.diagnose --level full "$d" "${d/control=llm,/control=no_llm,}"
     done ;;
-  *) echo "usage: $0 A | B | tier2 | plan1 | plan2 | diagnose" >&2; exit 2 ;;
+  *) echo "usage: $0 A | B | tier2 | align | plan1 | plan2 | plan_align | diagnose" >&2; exit 2 ;;
 esac
