@@ -12,17 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 max_bytes=$(( ${TSLLM_MAX_CHECKPOINT_MB:-10} * 1024 * 1024 ))
-# Unstage the run's checkpoints over the cap (a reset keeps the version already committed, if any).
+# Unstage the run's staged checkpoints over the cap (a reset keeps the version already committed, if any).
 drop_large_checkpoints() {  # $1: run dir
   local pt
-  for pt in "$1"/*.pt; do
-    [ -f "$pt" ] && [ "$(stat -c %s "$pt")" -gt "$max_bytes" ] || continue
-    git reset -q -- "$pt" && echo "commit_finished.sh: $pt is over ${TSLLM_MAX_CHECKPOINT_MB:-10} MB, kept here only" >&2
-  done
+  while IFS= read -r -d '' pt; do  # literal pathspecs: run dirs may hold [ ] (kernel-size lists)
+    [[ $pt == *.pt ]] && [ "$(stat -c %s "$pt")" -gt "$max_bytes" ] || continue
+    git reset -q -- ":(literal)$pt" && echo "commit_finished.sh: $pt is over ${TSLLM_MAX_CHECKPOINT_MB:-10} MB, kept here only" >&2
+  done < <(git diff --cached --name-only -z --diff-filter=AM -- ":(literal)$1")
 }
-if ! git diff --cached --quiet -- . ':!results/runs'; then
-  echo "commit_finished.sh: changes outside results/runs are staged; commit or unstage them first" >&2; exit 2
-fi
 partial=0
 if [ "${1:-}" = "--partial" ]; then partial=1; shift; fi
 added=0 saved=0

@@ -195,7 +195,7 @@ def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path:
     script = Path(__file__).resolve().parents[1] / "scripts" / "commit_finished.sh"
     (repo / "scripts" / "commit_finished.sh").write_text(script.read_text())
     (repo / ".gitignore").write_text((Path(__file__).resolve().parents[1] / ".gitignore").read_text())
-    runs = {"done": "finished", "flight": "running"}
+    runs = {"done": "finished", "flight": "running", "big[7,7]": "finished"}
     for name, status in runs.items():
         run = repo / "results" / "runs" / "sweep" / name
         run.mkdir(parents=True)
@@ -204,6 +204,7 @@ def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path:
         (run / "checkpoint_last.pt").write_bytes(b"x" * 3_000_000)
     (repo / "results/runs/sweep/done/checkpoint_best.pt").write_bytes(b"x" * 100)
     (repo / "results/runs/sweep/flight/checkpoint_best.pt").write_bytes(b"x" * 3_000_000)
+    (repo / "results/runs/sweep/big[7,7]/checkpoint_best.pt").write_bytes(b"x" * 3_000_000)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", ".gitignore", "scripts"], check=True)
@@ -216,7 +217,10 @@ def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path:
     tracked = set(subprocess.run([*git, "ls-files"], capture_output=True, text=True, check=True).stdout.split())
     assert {"results/runs/sweep/done/record.json", "results/runs/sweep/done/checkpoint_best.pt",
             "results/runs/sweep/flight/record.json"} <= tracked
-    assert not {p for p in tracked if p.startswith("results/runs/sweep/flight/checkpoint")}
-    assert "checkpoint_last.pt is over 2 MB, kept here only" in out.stderr
-    assert "checkpoint_best.pt is over 2 MB, kept here only" in out.stderr
+    assert not {p for p in tracked if p.startswith(("results/runs/sweep/flight/checkpoint", "results/runs/sweep/big"))
+                and p.endswith(".pt")}
+    assert "results/runs/sweep/big[7,7]/record.json" in tracked
+    said = sorted(line.split(" is over")[0].split("/", 3)[-1] for line in out.stderr.splitlines() if "is over" in line)
+    # Only checkpoints that would have been committed are named (a finished run's resume state never is).
+    assert said == ["big[7,7]/checkpoint_best.pt", "flight/checkpoint_best.pt", "flight/checkpoint_last.pt"]
     assert (repo / "results/runs/sweep/flight/checkpoint_last.pt").exists()  # still there to resume from
