@@ -29,7 +29,8 @@ while IFS= read -r rec; do
     git ls-files --error-unmatch -- "$dir/checkpoint_last.pt" >/dev/null 2>&1 \
       && git rm -q --cached -- "$dir/checkpoint_last.pt"
     if [ -n "$(git status --porcelain -- "$dir")" ]; then
-      git add -- "$dir" && drop_large_checkpoints "$dir" && added=$((added + 1))
+      git add -- "$dir" && drop_large_checkpoints "$dir"
+      git diff --cached --quiet -- ":(literal)$dir" || added=$((added + 1))  # an oversized file alone: none
     fi
   elif [ "$partial" = 1 ] && [ -f "$dir/checkpoint_last.pt" ]; then
     git add -- "$dir" && git add -f -- "$dir/checkpoint_last.pt" && drop_large_checkpoints "$dir" \

@@ -224,3 +224,10 @@ def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path:
     # Only checkpoints that would have been committed are named (a finished run's resume state never is).
     assert said == ["big[7,7]/checkpoint_best.pt", "flight/checkpoint_best.pt", "flight/checkpoint_last.pt"]
     assert (repo / "results/runs/sweep/flight/checkpoint_last.pt").exists()  # still there to resume from
+    # Run again once one more run has finished: the oversized files left untracked are not counted as runs.
+    new = repo / "results/runs/sweep/new"
+    new.mkdir()
+    (new / "record.json").write_text(json.dumps({"status": "finished"}))
+    again = subprocess.run(["bash", str(repo / "scripts" / "commit_finished.sh"), "(again)"],
+                           capture_output=True, text=True, env={**os.environ, "TSLLM_MAX_CHECKPOINT_MB": "2"})
+    assert again.returncode == 0 and "committed: Evidence: 1 finished run(s)" in again.stdout, again.stdout
