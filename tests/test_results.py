@@ -532,24 +532,29 @@ def test_cli_writes_tidy_and_report(hand_dir: Path, tmp_path: Path) -> None:
     assert (out / "tidy.parquet").exists()
 
 
-def _readme_table(title: str) -> tuple[list[str], list[str]]:
-    """The ``python -m tsllm.results`` command a README section shows and the table right below it."""
+def _readme_tables(title: str) -> list[tuple[list[str], list[str]]]:
+    """Each ``python -m tsllm.results`` command a README section shows with the table right below it."""
     section = (REPO / "README.md").read_text().split(f"### {title}", 1)[1].split("\n### ", 1)[0]
-    command = next(line for line in section.splitlines() if line.startswith("python -m tsllm.results"))
-    after = section.split(command, 1)[1]
-    table = [line for line in after.split("\n\n")[1:3] for line in line.splitlines() if line.startswith("|")]
-    return shlex.split(command.split("#")[0]), table
+    found = []
+    for command in (line for line in section.splitlines() if line.startswith("python -m tsllm.results")):
+        after = section.split(command, 1)[1]
+        table = [line for line in after.split("\n\n")[1:3] for line in line.splitlines() if line.startswith("|")]
+        found.append((shlex.split(command.split("#")[0]), table))
+    return found
 
 
 @pytest.mark.parametrize(("title", "flag"), [("What we found here", "--headline"),
-                                             ("Controls for our Inception", "--controls")])
+                                             ("Controls for our Inception", "--controls"),
+                                             ("Alignment for our Inception", "--controls")])
 def test_readme_paired_tables_are_generated(title: str, flag: str) -> None:
-    command, table = _readme_table(title)
-    assert flag in command and table
-    proc = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    printed = [line for line in proc.stdout.splitlines() if line.startswith("|")]
-    assert printed == table
+    tables = _readme_tables(title)
+    assert tables
+    for command, table in tables:
+        assert flag in command and table, command
+        proc = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr
+        printed = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+        assert printed == table, " ".join(command)
 
 
 # ------------------------------------------------------------------------------------------- notebooks
