@@ -20,6 +20,9 @@ drop_large_checkpoints() {  # $1: run dir
     git reset -q -- ":(literal)$pt" && echo "commit_finished.sh: $pt is over ${TSLLM_MAX_CHECKPOINT_MB:-10} MB, kept here only" >&2
   done < <(git diff --cached --name-only -z --diff-filter=AM -- ":(literal)$1")
 }
+if ! git diff --cached --quiet -- . ':!results/runs'; then
+  echo "commit_finished.sh: changes outside results/runs are staged; commit or unstage them first" >&2; exit 2
+fi
 partial=0
 if [ "${1:-}" = "--partial" ]; then partial=1; shift; fi
 added=0 saved=0

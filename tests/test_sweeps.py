@@ -231,3 +231,8 @@ def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path:
     again = subprocess.run(["bash", str(repo / "scripts" / "commit_finished.sh"), "(again)"],
                            capture_output=True, text=True, env={**os.environ, "TSLLM_MAX_CHECKPOINT_MB": "2"})
     assert again.returncode == 0 and "committed: Evidence: 1 finished run(s)" in again.stdout, again.stdout
+    # Work staged outside results/runs is never swept into an evidence commit.
+    (repo / "notes.txt").write_text("draft\n")
+    subprocess.run([*git, "add", "notes.txt"], check=True)
+    refused = subprocess.run(["bash", str(repo / "scripts" / "commit_finished.sh")], capture_output=True, text=True)
+    assert refused.returncode == 2 and "changes outside results/runs are staged" in refused.stderr

@@ -102,8 +102,7 @@ def controls_markdown(df: pd.DataFrame, protocol: str, reference_arm: str | None
         if missing := [a for a in arms if a not in known]:
             raise ValueError(f"--arm {', '.join(missing)}: no such arm paired against the reference here; "
                              f"arms: {', '.join(sorted(known)) or '(none)'}")
-        keep = set(arms)
-        table = table[table["arm"].isin(keep)]
+        table = table[table["arm"].isin(list(arms))]
     return _paired_markdown(table, protocol)
 
 
