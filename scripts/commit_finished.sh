@@ -6,7 +6,7 @@
 # instead of epoch 1. A run that has finished drops its committed resume checkpoint from the index.
 # A checkpoint larger than TSLLM_MAX_CHECKPOINT_MB (default 10) stays on this machine only: a submission
 # is refused whole past 256 MiB of diffs, and one session's align=prototypes weights (a 100 x 49152 mixing
-# matrix: 20 MB selected, 60 MB with Adam's state for resume) passed that and lost the session's work.
+# matrix: 24 MB selected, 71 MB with Adam's state for resume) passed that and lost the session's work.
 #   bash scripts/commit_finished.sh "(what the runs are)"            # finished runs only
 #   bash scripts/commit_finished.sh --partial "(what the runs are)"  # before a session ends
 set -euo pipefail
