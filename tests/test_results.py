@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,8 @@ import pytest
 from scipy import stats
 
 from tsllm import results as R
-from tsllm.results.markdown import controls_markdown
+from tsllm.results import readme
+from tsllm.results.markdown import controls_markdown, diagnostics_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "results" / "notebooks").glob("0[1-3]_*.ipynb"))  # 04 reads the diagnostics table
@@ -532,29 +532,47 @@ def test_cli_writes_tidy_and_report(hand_dir: Path, tmp_path: Path) -> None:
     assert (out / "tidy.parquet").exists()
 
 
-def _readme_tables(title: str) -> list[tuple[list[str], list[str]]]:
-    """Each ``python -m tsllm.results`` command a README section shows with the table right below it."""
-    section = (REPO / "README.md").read_text().split(f"### {title}", 1)[1].split("\n### ", 1)[0]
-    found = []
-    for command in (line for line in section.splitlines() if line.startswith("python -m tsllm.results")):
-        after = section.split(command, 1)[1]
-        table = [line for line in after.split("\n\n")[1:3] for line in line.splitlines() if line.startswith("|")]
-        found.append((shlex.split(command.split("#")[0]), table))
-    return found
-
-
 @pytest.mark.parametrize(("title", "flag"), [("What we found here", "--headline"),
                                              ("Controls for our Inception", "--controls"),
-                                             ("Alignment for our Inception", "--controls")])
-def test_readme_paired_tables_are_generated(title: str, flag: str) -> None:
-    tables = _readme_tables(title)
-    assert tables
-    for command, table in tables:
-        assert flag in command and table, command
-        proc = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=300, cwd=REPO)
-        assert proc.returncode == 0, proc.stderr
-        printed = [line for line in proc.stdout.splitlines() if line.startswith("|")]
-        assert printed == table, " ".join(command)
+                                             ("Alignment for our Inception", "--controls"),
+                                             ("Alignment for our Inception", "--diagnostics")])
+def test_readme_sections_show_generated_tables(title: str, flag: str) -> None:
+    lines = (REPO / "README.md").read_text().split("\n")
+    start = lines.index(next(line for line in lines if line.startswith(f"### {title}")))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")), len(lines))
+    assert any(start < g.line <= end and flag in g.argv for g in readme.generated_tables(lines)), (title, flag)
+
+
+def test_readme_generated_tables_are_current() -> None:
+    """Every table below a one-table ``tsllm.results`` command is what it prints from the committed records."""
+    assert readme.refresh(REPO / "README.md", check=True) == []
+
+
+def test_readme_refresh_rewrites_stale_tables_and_check_names_them(hand_dir: Path, tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    command = f"python -m tsllm.results {hand_dir} --headline  # the table"
+    usage = f"python -m tsllm.results {hand_dir} --out elsewhere"  # writes a report: not a generated table
+    doc.write_text(f"# t\n\n```bash\n{usage}\n{command}\n```\n\n_protocol old_\n\n| old |\n|---|\n\ntail\n")
+    before = doc.read_text()
+    assert readme.main([str(doc), "--check"]) == 1 and doc.read_text() == before  # check changes nothing
+    assert readme.refresh(doc, check=True) == [f"{doc}:5: the table below `{command.split('  #')[0]}` is not what "
+                                               "it prints now"]
+    assert readme.main([str(doc)]) == 0
+    text = doc.read_text()
+    printed = subprocess.run([sys.executable, "-m", "tsllm.results", str(hand_dir), "--headline"],
+                             capture_output=True, text=True, timeout=120, cwd=REPO).stdout
+    assert [line for line in text.splitlines() if line.startswith(("|", "_protocol"))] == \
+        [line for line in printed.splitlines() if line.startswith(("|", "_protocol"))]
+    assert text.startswith("# t\n\n```bash\n") and text.endswith("\ntail\n") and not (tmp_path / "elsewhere").exists()
+    assert readme.refresh(doc, check=True) == [] and readme.main([str(doc), "--check"]) == 0
+    # A one-table command with no table under it, or one that fails, is an error naming the line.
+    doc.write_text(f"{command}\n\n### next\n\n| a |\n")
+    with pytest.raises(ValueError, match=rf"{doc}:1: .* no `\|` table follows it"):
+        readme.refresh(doc)
+    doc.write_text(f"python -m tsllm.results {hand_dir} --controls --arm nope\n\n| a |\n")
+    with pytest.raises(RuntimeError, match=rf"{doc}:1: .*failed \(exit 2\): error: --arm nope"):
+        readme.refresh(doc)
+    assert readme.main([str(doc)]) == 2
 
 
 # ------------------------------------------------------------------------------------------- notebooks
@@ -738,6 +756,20 @@ def test_diagnostics_summary_means_the_diagnosed_runs_and_takes_the_best_probe_l
     assert "collapse" not in table  # a diagnostic no run carries is not a column
     assert "## Diagnostics" in R.markdown_report(_frame(records, tmp_path), "val_selected")
     assert R.diagnostics_summary(_frame(records[2:], tmp_path), "val_selected").empty
+    # --diagnostics prints that table alone, --arm picks rows, and columns no shown row carries go.
+    records.append({**make_record("A", "cnn", "hybrid", 0, 0.6, weights="random"),
+                    "diagnostics": {"diag_collapse_cosine": 0.5}})
+    df = _frame(records, tmp_path)
+    both = diagnostics_markdown(df, "val_selected")
+    assert both.startswith("_protocol val_selected") and "| collapse |" in both
+    assert len([line for line in both.splitlines() if line.startswith("| cnn")]) == 2
+    only = diagnostics_markdown(df, "val_selected", arms=["hybrid[llm.weights=pretrained]"])
+    header = next(line for line in only.splitlines() if line.startswith("| variant"))
+    assert "norm ratio" in header and "probe best" in header and "collapse" not in header
+    with pytest.raises(ValueError, match=r"--arm nope: no such arm with diagnostics here; arms: hybrid\["):
+        diagnostics_markdown(df, "val_selected", arms=["nope"])
+    with pytest.raises(ValueError, match="no run here carries diagnostics"):
+        diagnostics_markdown(_frame(records[2:3], tmp_path), "val_selected")
 
 
 def test_study_protocol_keys_are_what_the_study_presets_change() -> None:
@@ -757,3 +789,14 @@ def test_study_protocol_keys_are_what_the_study_presets_change() -> None:
         changed = {k for k in study.keys() | honest.keys() if str(study.get(k)) != str(honest.get(k))}
         # The sweep's folder name is not a setting a number depends on.
         assert changed - {"sweep_name"} <= STUDY_PROTOCOL_KEYS, changed
+
+
+def test_cli_one_table_flags_are_exclusive_and_arm_needs_one(hand_dir: Path, capsys) -> None:
+    from tsllm.results import cli
+
+    for argv in (["--headline", "--controls"], ["--controls", "--diagnostics"], ["--arm", "hybrid"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([str(hand_dir), *argv])
+        assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "each print one table: give one" in err and "--arm selects rows of one table" in err

@@ -44,7 +44,13 @@ from tsllm.results.loading import (
     validate,
     write_tidy,
 )
-from tsllm.results.markdown import controls_markdown, headline_markdown, markdown_report, paired_display, to_markdown
+from tsllm.results.markdown import (
+    controls_markdown,
+    headline_markdown,
+    markdown_report,
+    paired_display,
+    to_markdown,
+)
 from tsllm.results.paths import DEFAULT_OUT, figures_dir, repo_root, save_figure, tidy_path
 from tsllm.results.plots import plot_critical_difference, plot_paired
 from tsllm.results.stats import (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tsllm.results.aggregate import PROTOCOLS
 from tsllm.results.loading import load_records, parse_where, tidy_files
-from tsllm.results.markdown import controls_markdown, headline_markdown, markdown_report
+from tsllm.results.markdown import controls_markdown, diagnostics_markdown, headline_markdown, markdown_report
 from tsllm.results.paths import DEFAULT_OUT
 
 logger = logging.getLogger("tsllm.results")
@@ -19,6 +19,8 @@ EPILOG = """examples:
   python -m tsllm.results results/runs --sweep standalone --sweep hybrid --headline
   python -m tsllm.results results/runs --sweep controls --controls   # each control against the frozen LLM
   python -m tsllm.results results/runs --sweep controls --sweep align --controls --arm "llm[align=scale]"
+  python -m tsllm.results results/runs --sweep controls --sweep align --diagnostics --arm llm
+  python -m tsllm.results.readme --check                             # are README's generated tables current?
   python -m tsllm.results results/runs --where llm.weights=random --where data.name=GunPoint
   python -m tsllm.results results/runs --out results --reference     # rewrites the committed evidence"""
 
@@ -45,8 +47,10 @@ def parser() -> argparse.ArgumentParser:
                    help="print only the paired headline table (the README's); writes nothing")
     p.add_argument("--controls", action="store_true",
                    help="print only the controls table (each arm against --reference-arm); writes nothing")
+    p.add_argument("--diagnostics", action="store_true",
+                   help="print only the diagnostics table (means per arm, not paired); writes nothing")
     p.add_argument("--arm", action="append", default=[], metavar="LABEL",
-                   help="with --controls: keep only this arm's row; repeatable")
+                   help="with --controls or --diagnostics: keep only this arm's row; repeatable")
     return p
 
 
@@ -54,8 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Load and validate every record, then (and only then) write tidy.csv/.parquet and report.md."""
     p = parser()
     args = p.parse_args(argv)
-    if args.arm and not args.controls:
-        p.error("--arm selects rows of the controls table: use it with --controls")
+    if sum((args.headline, args.controls, args.diagnostics)) > 1:
+        p.error("--headline, --controls and --diagnostics each print one table: give one")
+    if args.arm and not (args.controls or args.diagnostics):
+        p.error("--arm selects rows of one table: use it with --controls or --diagnostics")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         df = load_records(args.dirs, where=parse_where(args.where), sweeps=args.sweep)
@@ -65,10 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if df.empty:
         logger.error("no usable finished runs under %s: nothing written", [str(d) for d in args.dirs])
         return 1
-    if args.headline or args.controls:
+    if args.headline or args.controls or args.diagnostics:
         try:
             print(headline_markdown(df, args.protocol) if args.headline
-                  else controls_markdown(df, args.protocol, args.reference_arm, args.arm), end="")
+                  else controls_markdown(df, args.protocol, args.reference_arm, args.arm) if args.controls
+                  else diagnostics_markdown(df, args.protocol, args.arm), end="")
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -96,14 +96,36 @@ def controls_markdown(df: pd.DataFrame, protocol: str, reference_arm: str | None
     What ``--controls`` (with ``--arm``) prints. An arm named in `arms` that has no row is a ValueError
     listing the arms there are, so a typo cannot leave a table silently short.
     """
-    table = controls_table(df, protocol, reference_arm)
-    if arms:
-        known = set(table["arm"])
-        if missing := [a for a in arms if a not in known]:
-            raise ValueError(f"--arm {', '.join(missing)}: no such arm paired against the reference here; "
-                             f"arms: {', '.join(sorted(known)) or '(none)'}")
-        table = table[table["arm"].isin(list(arms))]
+    table = _only_arms(controls_table(df, protocol, reference_arm), arms, "paired against the reference")
     return _paired_markdown(table, protocol)
+
+
+def _only_arms(table: pd.DataFrame, arms: Sequence[str], where: str) -> pd.DataFrame:
+    """The rows of `arms` (all rows when empty); an arm without a row is a ValueError listing the arms."""
+    if not arms:
+        return table
+    known = set(table["arm"])
+    if missing := [a for a in arms if a not in known]:
+        raise ValueError(f"--arm {', '.join(missing)}: no such arm {where} here; "
+                         f"arms: {', '.join(sorted(known)) or '(none)'}")
+    return table[table["arm"].isin(list(arms))]
+
+
+DIAGNOSTICS_NOTE = ("means over the runs that carry each value; norm ratio: latent norm / median word-embedding "
+                    "norm; probe: linear probe of the read state on TEST, per layer (L0 = the input); attn: the "
+                    "read position's share, mean over layers")
+
+
+def diagnostics_markdown(df: pd.DataFrame, protocol: str, arms: Sequence[str] = ()) -> str:
+    """The scalar diagnostics per arm (or only `arms`), columns no shown row carries dropped.
+
+    What ``--diagnostics`` (with ``--arm``) prints: not paired, each row a mean over its own runs.
+    """
+    table = _only_arms(diagnostics_summary(df, protocol), arms, "with diagnostics")
+    if table.empty:
+        raise ValueError("no run here carries diagnostics (record['diagnostics'])")
+    table = table[[c for c in table.columns if table[c].notna().any()]]
+    return f"_{table.attrs['label']}; {DIAGNOSTICS_NOTE}; {_pooled_note(table)}._\n\n{to_markdown(table)}\n"
 
 
 HEADLINE_TITLE = "Paired comparisons against the no-LLM arm (headline)"
@@ -165,10 +187,7 @@ def markdown_report(df: pd.DataFrame, protocol: str, reference_csv: str | Path |
         diagnostics = diagnostics_summary(df, protocol, by)
         if len(diagnostics):
             sections.append((title, diagnostics, diagnostics.attrs["label"],
-                             "means over the runs that carry each value; norm ratio: latent norm / median "
-                             "word-embedding norm; probe: linear probe of the read state on TEST, per layer "
-                             "(L0 = the input); attn: the read position's share, mean over layers; "
-                             f"{_pooled_note(diagnostics)}"))
+                             f"{DIAGNOSTICS_NOTE}; {_pooled_note(diagnostics)}"))
     if cost:
         table = cost_table(df)
         sections.append(("Cost", table, table.attrs["label"], "per run; datasets differ in size"))
@@ -180,4 +199,5 @@ def markdown_report(df: pd.DataFrame, protocol: str, reference_csv: str | Path |
     return "\n".join(parts) + "\n"
 
 
-__all__ = ["OPTIMISTIC_LABEL", "headline_markdown", "markdown_report", "paired_display", "to_markdown"]
+__all__ = ["OPTIMISTIC_LABEL", "controls_markdown", "diagnostics_markdown", "headline_markdown", "markdown_report",
+           "paired_display", "to_markdown"]

@@ -1,0 +1,115 @@
+"""``python -m tsllm.results.readme [--check] [FILE]``: keep the Markdown tables a file prints from records current.
+
+A generated table is a line that starts with ``python -m tsllm.results`` and prints one table (``--headline``,
+``--controls`` or ``--diagnostics``), then, below it and before the next such line or heading, the
+``_protocol ..._`` note and the ``|`` table that command prints. Refreshing re-runs each command from the
+file's folder and rewrites its note and table; ``--check`` rewrites nothing and fails naming each stale
+table, so a README cannot keep numbers its records no longer give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "python -m tsllm.results "
+ONE_TABLE = ("--headline", "--controls", "--diagnostics")
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One generated table of a Markdown file: its command, and where its note and table lines are."""
+
+    line: int  # 1-based line of the command
+    argv: list[str]  # the arguments after ``python -m tsllm.results``
+    note: int | None  # 0-based index of the ``_protocol`` line, if there is one
+    table: range  # 0-based indices of the ``|`` lines
+
+    @property
+    def command(self) -> str:
+        return PREFIX + shlex.join(self.argv)
+
+
+def generated_tables(lines: Sequence[str], where: str = "README.md") -> list[Generated]:
+    """Every generated table of `lines`; a one-table command without a table below it is a ValueError."""
+    found = []
+    for i, line in enumerate(lines):
+        if not line.startswith(PREFIX):
+            continue
+        argv = shlex.split(line.split(" #", 1)[0])[3:]
+        if not any(flag in argv for flag in ONE_TABLE):
+            continue  # a command that writes a report, shown as usage
+        note, start = None, None
+        for j in range(i + 1, len(lines)):
+            if lines[j].startswith(PREFIX) or lines[j].startswith("#"):
+                break
+            if lines[j].startswith("_protocol") and note is None and start is None:
+                note = j
+            if lines[j].startswith("|"):
+                start = j
+                break
+        if start is None:
+            raise ValueError(f"{where}:{i + 1}: `{line.strip()}` prints a table, but no `|` table follows it "
+                             "before the next command or heading")
+        end = start
+        while end < len(lines) and lines[end].startswith("|"):
+            end += 1
+        found.append(Generated(i + 1, argv, note, range(start, end)))
+    return found
+
+
+def render(argv: Sequence[str], cwd: Path, where: str) -> tuple[str | None, list[str]]:
+    """Run one command from `cwd` (the file's folder): its ``_protocol`` note, if printed, and its table."""
+    proc = subprocess.run([sys.executable, "-m", "tsllm.results", *argv], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+    if proc.returncode != 0:
+        messages = [m for m in proc.stderr.splitlines() if m.startswith(("error", "ERROR"))]
+        raise RuntimeError(f"{where}: `{PREFIX}{shlex.join(argv)}` failed (exit {proc.returncode}): "
+                           f"{'; '.join(messages) or proc.stderr.strip()[-500:]}")
+    printed = proc.stdout.splitlines()
+    note = next((line for line in printed if line.startswith("_protocol")), None)
+    return note, [line for line in printed if line.startswith("|")]
+
+
+def refresh(path: Path, check: bool = False) -> list[str]:
+    """Regenerate `path`'s tables (or, with `check`, only compare): one line per stale table, empty if none."""
+    lines = path.read_text().split("\n")
+    stale, new = [], list(lines)
+    for g in reversed(generated_tables(lines, str(path))):  # from the end, so earlier indices hold
+        note, table = render(g.argv, path.resolve().parent, f"{path}:{g.line}")
+        old_note = lines[g.note] if g.note is not None else None
+        if table != lines[g.table.start:g.table.stop] or (note is not None and old_note not in (None, note)):
+            stale.append(f"{path}:{g.line}: the table below `{g.command}` is not what it prints now")
+        new[g.table.start:g.table.stop] = table
+        if g.note is not None and note is not None:
+            new[g.note] = note
+    if stale and not check:
+        path.write_text("\n".join(new))
+    return stale[::-1]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: refresh (default) or check every generated table of a Markdown file."""
+    p = argparse.ArgumentParser(prog="python -m tsllm.results.readme", description=__doc__.split("\n\n")[0])
+    p.add_argument("file", nargs="?", type=Path, default=Path("README.md"))
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 naming each stale table")
+    args = p.parse_args(argv)
+    try:
+        stale = refresh(args.file, check=args.check)
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for line in stale:
+        print(line, file=sys.stderr)
+    verb = "stale" if args.check else "refreshed"
+    print(f"{args.file}: {len(stale)} table(s) {verb}" if stale else f"{args.file}: every generated table is current")
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
