@@ -7,6 +7,7 @@
 # A checkpoint larger than TSLLM_MAX_CHECKPOINT_MB (default 10) stays on this machine only: a submission
 # is refused whole past 256 MiB of diffs, and one session's align=prototypes weights (a 100 x 49152 mixing
 # matrix: 24 MB selected, 71 MB with Adam's state for resume) passed that and lost the session's work.
+# An unfinished run whose resume checkpoint is over the cap is committed as progress, not resume state.
 #   bash scripts/commit_finished.sh "(what the runs are)"            # finished runs only
 #   bash scripts/commit_finished.sh --partial "(what the runs are)"  # before a session ends
 set -euo pipefail
@@ -25,7 +26,7 @@ if ! git diff --cached --quiet -- . ':!results/runs'; then
 fi
 partial=0
 if [ "${1:-}" = "--partial" ]; then partial=1; shift; fi
-added=0 saved=0
+added=0 saved=0 logged=0
 while IFS= read -r rec; do
   dir=$(dirname "$rec")
   if grep -q '"status": "finished"' "$rec"; then
@@ -36,16 +37,21 @@ while IFS= read -r rec; do
       git diff --cached --quiet -- ":(literal)$dir" || added=$((added + 1))  # an oversized file alone: none
     fi
   elif [ "$partial" = 1 ] && [ -f "$dir/checkpoint_last.pt" ]; then
-    git add -- "$dir" && git add -f -- "$dir/checkpoint_last.pt" && drop_large_checkpoints "$dir" \
-      && saved=$((saved + 1))
+    git add -- "$dir" && git add -f -- "$dir/checkpoint_last.pt" && drop_large_checkpoints "$dir"
+    if git diff --cached --quiet -- ":(literal)$dir/checkpoint_last.pt"; then
+      logged=$((logged + 1))  # its record and log only: a later session restarts it from epoch 1
+    else
+      saved=$((saved + 1))
+    fi
   fi
 done < <(find results/runs -name record.json)
 find results/runs -name multirun.yaml -exec git add -- {} + 2>/dev/null || true
 find results/runs -path "*/.finished/*" -type f -exec git add -- {} + 2>/dev/null || true  # the skip index
-if [ $((added + saved)) -gt 0 ] && ! git diff --cached --quiet -- results/runs; then
+if [ $((added + saved + logged)) -gt 0 ] && ! git diff --cached --quiet -- results/runs; then
   parts=()
   [ "$added" -gt 0 ] && parts+=("$added finished run(s)")
   [ "$saved" -gt 0 ] && parts+=("resume state of $saved unfinished run(s)")
+  [ "$logged" -gt 0 ] && parts+=("progress of $logged unfinished run(s) whose resume checkpoint is over the cap")
   msg="Evidence: $(IFS=,; echo "${parts[*]}" | sed 's/,/, /')"
   # The index, not a pathspec: `git commit -- PATH` would re-add a resume checkpoint just dropped.
   git commit -qm "$msg ${1:-}" && echo "committed: $msg"

@@ -214,6 +214,8 @@ def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path:
                          "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
                          "GIT_COMMITTER_EMAIL": "t@t"})
     assert out.returncode == 0, out.stderr
+    # The run in flight keeps its record and log, but is not called resumable: its checkpoint stayed out.
+    assert "2 finished run(s), progress of 1 unfinished run(s) whose resume checkpoint is over the cap" in out.stdout
     tracked = set(subprocess.run([*git, "ls-files"], capture_output=True, text=True, check=True).stdout.split())
     assert {"results/runs/sweep/done/record.json", "results/runs/sweep/done/checkpoint_best.pt",
             "results/runs/sweep/flight/record.json"} <= tracked
