@@ -9,6 +9,8 @@
 #   bash scripts/evidence16.sh A &  bash scripts/evidence16.sh B &      # Tier 1, one core each
 #   bash scripts/evidence16.sh tier2                                     # Tier 2, after Tier 1
 #   ALIGN=prototypes bash scripts/evidence16.sh align | plan_align     # issue "alignment": its arm, 3 seeds
+#   bash scripts/evidence16.sh report   # every table and figure, from the records only: results/evidence16/
+#                                         (report.md, tidy, figures/) and README's generated tables
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -29,15 +31,14 @@ tier_total() {  # $1: tier name; passes the plans through and adds up their "tot
                     END { printf "%s total: %.2f hours at the rate above (the plans above, added)\n", tier, h }'
 }
 
-tier1_A() {
-  arm no_llm $OURS 0
+tier1_A() {  # the long pole first: each Inception hybrid seed is ~2.3 h of one core
   arm llm inception 0
   arm random_llm inception 0
   arm llm inception 1
 }
-tier1_B() {
+tier1_B() {  # the cheap standalone arms first, so the baseline side of every pair lands early
+  arm no_llm $OURS 0,1,2
   arm attention inception 0,1,2
-  arm no_llm $OURS 1,2
   arm no_llm,llm study_inception 0
   text text_probe 0
   arm llm inception 2
@@ -59,9 +60,13 @@ case "${1:-}" in
   plan2) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); tier2 | tier_total "Tier 2" ;;
   align) align_tier ;;
   plan_align) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); align_tier | tier_total "align=$ALIGN" ;;
+  report)
+    $PY -m tsllm.results results/runs --sweep evidence16 --reference --cost --out results/evidence16 > /dev/null
+    $PY scripts/render_notebooks.py --tidy results/evidence16/tidy.csv --figures results/evidence16/figures 01 03
+    $PY -m tsllm.results.readme ;;
   diagnose)  # Tier 2: full diagnostics of Inception's hybrid, seed 0 (basic ones are in every hybrid record)
     for d in results/runs/evidence16/control=llm,data.name=*,encoder=inception,*seed=0,*; do  # with its no-LLM twin (CKA)
       $PY -m tsllm.diagnose --level full "$d" "${d/control=llm,/control=no_llm,}"
     done ;;
-  *) echo "usage: $0 A | B | tier2 | align | plan1 | plan2 | plan_align | diagnose" >&2; exit 2 ;;
+  *) echo "usage: $0 A | B | tier2 | align | report | plan1 | plan2 | plan_align | diagnose" >&2; exit 2 ;;
 esac

@@ -461,14 +461,81 @@ def test_reference_table_joins_published(hand: pd.DataFrame) -> None:
     table = R.reference_table(hand, "val_selected", REFERENCE)
     published = pd.read_csv(REFERENCE)
     expected = published[(published["dataset"] == "GunPoint") & (published["method"] == "MLP")
-                         & (published["archive"] == R.DEFAULT_ARCHIVE)]["accuracy"]
+                         & (published["archive"] == R.DEFAULT_ARCHIVES["MLP"])]["accuracy"]
     assert len(expected) == 1
-    assert table.loc["GunPoint", "MLP (hfawaz/dl-4-tsc)"] == pytest.approx(expected.iloc[0])
+    assert table.loc["GunPoint", "MLP (hfawaz/dl-4-tsc, UCR2015-85)"] == pytest.approx(expected.iloc[0])
     for method, repo in [("FCN", "hfawaz/dl-4-tsc"), ("ResNet", "hfawaz/dl-4-tsc"),
                          ("InceptionTime", "hfawaz/InceptionTime"), ("ROCKET", "angus924/rocket")]:
-        assert table[f"{method} ({repo})"].notna().all()
+        assert table[f"{method} ({repo}, {R.DEFAULT_ARCHIVES[method]})"].notna().all()
     assert table.loc["Coffee", "cnn/hybrid"] == pytest.approx(0.9)
     assert set(table.index) == {"GunPoint", "Coffee"}
+
+
+# The published means over datasets=evidence16 (dl-4-tsc and InceptionTime on UCR 2015, ROCKET's paper file).
+EVIDENCE16_PUBLISHED = {"MLP": 0.822, "FCN": 0.825, "ResNet": 0.845, "InceptionTime": 0.887, "ROCKET": 0.905}
+
+
+def test_published_matrix_reproduces_the_published_means_over_evidence16() -> None:
+    import yaml
+
+    names = yaml.safe_load((REPO / "conf" / "datasets" / "evidence16.yaml").read_text())["datasets"]["names"]
+    matrix = R.published_matrix(names, REFERENCE)
+    assert matrix.notna().all().all() and len(matrix) == 16
+    means = {column.split(" (")[0]: round(value, 3) for column, value in matrix.mean().items()}
+    assert means == EVIDENCE16_PUBLISHED
+    other = R.published_matrix(names, REFERENCE, archives={"MLP": "UCR2018-128"})
+    assert other.filter(like="MLP").isna().any().any()  # an archive without every dataset shows its gaps
+
+
+def _two_encoders(tmp_path: Path) -> pd.DataFrame:
+    acc = {"A": (0.9, 0.8), "B": (0.7, 0.75), "C": (0.6, 0.4), "D": (0.95, 0.9)}
+    records = [make_record(d, enc, "standalone", seed, a + 0.01 * seed)
+               for d, pair in acc.items() for enc, a in zip(("cnn", "mlp"), pair, strict=True) for seed in (0, 1)]
+    records.append(make_record("E", "cnn", "standalone", 0, 0.5))  # cnn only: no pair
+    return _frame(records, tmp_path)
+
+
+def test_cells_paired_table_pairs_across_encoders_on_dataset_and_seed(tmp_path: Path) -> None:
+    df = _two_encoders(tmp_path)
+    row = R.cells_paired_table(df, "val_selected", [("mlp/standalone", "cnn/standalone")]).iloc[0]
+    assert row["n datasets"] == 4 and row["n pairs"] == 8
+    assert row["delta"] == pytest.approx(np.mean([-0.1, 0.05, -0.2, -0.05]))
+    assert row["median delta"] == pytest.approx(-0.075) and "6" in row["note"]
+    with pytest.raises(ValueError, match="no usable runs of cell 'nope/standalone'"):
+        R.cells_paired_table(df, "val_selected", [("nope/standalone", "cnn/standalone")])
+    two_settings = _frame([make_record("A", "cnn", "standalone", 0, 0.5, lr=1e-3),
+                           make_record("A", "cnn", "standalone", 0, 0.6, lr=1e-4),
+                           make_record("A", "mlp", "standalone", 0, 0.6)], tmp_path)
+    two_settings.loc[two_settings["encoder"] == "cnn", "variant"] = "cnn"  # both lrs relabelled into one cell
+    with pytest.raises(ValueError, match="several settings"):
+        R.cells_paired_table(two_settings, "val_selected", [("cnn/standalone", "mlp/standalone")])
+
+
+def test_rank_matrix_keeps_the_best_covered_cells_and_published_columns(tmp_path: Path) -> None:
+    records = [make_record(d, "cnn", "standalone", 0, 0.8) for d in ("GunPoint", "Coffee", "ECG200")]
+    records += [make_record("GunPoint", "mlp", "standalone", 0, 0.9)]  # one dataset only: left out, said so
+    matrix = R.rank_matrix(_frame(records, tmp_path), "val_selected", REFERENCE)
+    assert list(matrix.index) == ["Coffee", "ECG200", "GunPoint"]
+    assert "cnn/standalone" in matrix and "mlp/standalone" not in matrix
+    assert "mlp/standalone (1 datasets)" in matrix.attrs["note"] and len(matrix.columns) == 6
+    means = R.column_means(matrix)
+    assert means.loc["cnn/standalone", "mean"] == pytest.approx(0.8) and means["n datasets"].eq(3).all()
+
+
+def test_cli_pair_and_ranks_print_one_table(tmp_path: Path, capsys) -> None:
+    from tsllm.results import cli
+
+    df_dir = write_runs(tmp_path / "runs", [make_record(d, enc, "standalone", 0, a) for d, enc, a in
+                                            [("GunPoint", "cnn", 0.8), ("GunPoint", "mlp", 0.9),
+                                             ("Coffee", "cnn", 0.7), ("Coffee", "mlp", 0.6)]])
+    assert cli.main([str(df_dir), "--pair", "mlp/standalone", "cnn/standalone"]) == 0
+    out = capsys.readouterr().out
+    assert "| mlp/standalone | cnn/standalone | 0.750 | 0.750 | +0.000 |" in out and "2 (2)" in out
+    assert cli.main([str(df_dir), "--ranks"]) == 0
+    out = capsys.readouterr().out
+    assert "| method | mean accuracy | average rank |" in out and "ROCKET (angus924/rocket, UCR2018-128)" in out
+    assert cli.main([str(df_dir), "--pair", "x/standalone", "cnn/standalone"]) == 2
+    assert "no usable runs of cell 'x/standalone'" in capsys.readouterr().err
 
 
 def test_markdown_report_header_counts(hand: pd.DataFrame) -> None:
@@ -528,7 +595,8 @@ def test_cli_writes_tidy_and_report(hand_dir: Path, tmp_path: Path) -> None:
     assert len(tidy) == 7 and {"cell", "arm", "variant", "mode.name"} <= set(tidy.columns)
     report = (out / "report.md").read_text()
     assert report.strip() == proc.stdout.strip()
-    assert "Published reference accuracies" in report and "ROCKET (angus924/rocket)" in report
+    assert "Published reference accuracies" in report and "ROCKET (angus924/rocket, UCR2018-128)" in report
+    assert "## Means beside the published methods" in report and "## Average ranks beside the published methods" in report
     assert (out / "tidy.parquet").exists()
 
 
@@ -794,7 +862,8 @@ def test_study_protocol_keys_are_what_the_study_presets_change() -> None:
 def test_cli_one_table_flags_are_exclusive_and_arm_needs_one(hand_dir: Path, capsys) -> None:
     from tsllm.results import cli
 
-    for argv in (["--headline", "--controls"], ["--controls", "--diagnostics"], ["--arm", "hybrid"]):
+    for argv in (["--headline", "--controls"], ["--controls", "--diagnostics"], ["--arm", "hybrid"],
+                 ["--ranks", "--headline"], ["--pair", "a/b", "c/d", "--ranks"]):
         with pytest.raises(SystemExit) as exit_:
             cli.main([str(hand_dir), *argv])
         assert exit_.value.code == 2

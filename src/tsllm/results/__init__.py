@@ -12,13 +12,14 @@ import pandas as pd
 
 from tsllm.results.aggregate import (
     CELL,
-    DEFAULT_ARCHIVE,
+    DEFAULT_ARCHIVES,
     DEFAULT_METHODS,
     GRID_KEYS,
     OPTIMISTIC_LABEL,
     PROTOCOLS,
     accuracy_column,
     aggregate,
+    column_means,
     cost_table,
     dataset_matrix,
     dataset_means,
@@ -30,6 +31,8 @@ from tsllm.results.aggregate import (
     protocol_effect_table,
     protocol_label,
     protocol_table,
+    published_matrix,
+    rank_matrix,
     reference_table,
     usable_runs,
 )
@@ -48,6 +51,7 @@ from tsllm.results.markdown import (
     controls_markdown,
     headline_markdown,
     markdown_report,
+    pairs_markdown,
     paired_display,
     to_markdown,
 )
@@ -56,6 +60,7 @@ from tsllm.results.plots import plot_critical_difference, plot_paired
 from tsllm.results.stats import (
     MIN_PAIRED,
     bootstrap_median_ci,
+    cells_paired_table,
     controls_table,
     critical_difference,
     default_baseline,
@@ -76,12 +81,12 @@ def filter_runs(df: pd.DataFrame, where: Sequence[str] = (), sweeps: Sequence[st
 
 
 __all__ = [
-    "CELL", "DEFAULT_ARCHIVE", "DEFAULT_METHODS", "DEFAULT_OUT", "GRID_KEYS", "MIN_PAIRED", "OPTIMISTIC_LABEL",
-    "PROTOCOLS", "TIDY_COLUMNS", "accuracy_column", "aggregate", "bootstrap_median_ci", "controls_markdown", "controls_table",
+    "CELL", "DEFAULT_ARCHIVES", "DEFAULT_METHODS", "DEFAULT_OUT", "GRID_KEYS", "MIN_PAIRED", "OPTIMISTIC_LABEL",
+    "PROTOCOLS", "TIDY_COLUMNS", "accuracy_column", "aggregate", "bootstrap_median_ci", "cells_paired_table", "column_means", "controls_markdown", "controls_table",
     "cost_table", "critical_difference", "dataset_matrix", "dataset_means", "default_baseline",
     "default_reference", "diagnostics_summary", "figures_dir", "filter_runs", "grid_matrix", "grid_table", "headline_markdown",
-    "headline_table", "label_runs", "load_records", "load_tidy", "main", "markdown_report", "paired_datasets", "paired_display",
+    "headline_table", "label_runs", "load_records", "load_tidy", "main", "markdown_report", "paired_datasets", "paired_display", "pairs_markdown",
     "paired_table", "paired_wilcoxon", "per_dataset_table", "plot_critical_difference", "plot_paired", "pooled",
-    "protocol_effect_table", "protocol_label", "protocol_table", "reference_table", "repo_root", "save_figure", "select", "tidy_path",
+    "protocol_effect_table", "protocol_label", "protocol_table", "published_matrix", "rank_matrix", "reference_table", "repo_root", "save_figure", "select", "tidy_path",
     "to_markdown", "usable_runs", "validate", "write_tidy",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ PROTOCOLS: dict[str, str] = {
 }
 OPTIMISTIC_LABEL = "optimistic: selected on TEST (the study's protocol)"
 PROTOCOL_LABELS: dict[str, str] = {
-    "val_selected": "test accuracy of the epoch selected on validation",
+    "val_selected": "test accuracy of the epoch chosen without TEST (train.selection: best validation accuracy, "
+                    "or least training loss on all of TRAIN)",
     "last_epoch": "test accuracy after the last epoch",
     "study_best_test": OPTIMISTIC_LABEL,
     "study_min_train_loss": "test accuracy at the epoch of minimum training loss (the study's second figure)",
@@ -39,7 +40,11 @@ MODE_ORDER = ("standalone", "mean", "hybrid", "lora")
 CELL = ("variant", "arm")
 GRID_KEYS = ("encoder", "arm", "lr", "num_kernels", "num_tokens")
 DEFAULT_METHODS = ("MLP", "FCN", "ResNet", "InceptionTime", "ROCKET")
-DEFAULT_ARCHIVE = "UCR2018-128"
+# Each published method from the file its authors ran it on: dl-4-tsc's 10-run means and the
+# InceptionTime ensemble on UCR 2015 (the study's archive), ROCKET's paper file on the 2018 archive's
+# copies of the 85 (it has no 2015 run). Overridable per method.
+DEFAULT_ARCHIVES: dict[str, str] = {"MLP": "UCR2015-85", "FCN": "UCR2015-85", "ResNet": "UCR2015-85",
+                                    "InceptionTime": "UCR2015-85", "ROCKET": "UCR2018-128"}
 REFERENCE_CSV = Path("results") / "reference" / "ucr_published_accuracy.csv"
 
 
@@ -199,29 +204,79 @@ def per_dataset_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
     return labelled(table.fillna(""), protocol, pooled=per_dataset.attrs["pooled"])
 
 
-def reference_table(df: pd.DataFrame, protocol: str, reference_csv: str | Path | None = None,
-                    methods: Sequence[str] = DEFAULT_METHODS, archive: str = DEFAULT_ARCHIVE) -> pd.DataFrame:
-    """Our per-dataset seed means beside published accuracies for the same datasets.
+def published_matrix(datasets: Sequence[str], reference_csv: str | Path | None = None,
+                     methods: Sequence[str] = DEFAULT_METHODS,
+                     archives: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Rows ``datasets``, one column per published method: its accuracy from ``reference_csv``.
 
-    Published numbers are taken from ``reference_csv`` (default: the copy under ``results/reference``)
-    for rows whose ``archive`` equals ``archive``; each column is labelled ``method (source_repo)``.
+    Each method's rows come from the archive ``archives`` names for it (default
+    :data:`DEFAULT_ARCHIVES`); columns are labelled ``method (source_repo, archive)``; NaN where the
+    file has no row. ``attrs["note"]`` says where every column came from.
     """
-    ours = dataset_matrix(df, protocol)
     reference_csv = Path(reference_csv or repo_root() / REFERENCE_CSV)
     reference = pd.read_csv(reference_csv)
+    archives = {**DEFAULT_ARCHIVES, **(archives or {})}
     missing = [m for m in methods if m not in set(reference["method"])]
     if missing:
         warn_once("methods not in %s: %s (available: %s)", reference_csv, missing,
                   sorted(reference["method"].unique()))
-    rows = reference[reference["method"].isin(methods) & (reference["archive"] == archive)
-                     & reference["dataset"].isin(ours.index)]
-    table = ours.copy()
+    table = pd.DataFrame(index=pd.Index(list(datasets), name="dataset"))
     for method in (m for m in methods if m not in missing):
-        picked = rows[rows["method"] == method]
-        repos = ", ".join(sorted(picked["source_repo"].astype(str).unique())) or "no rows for this archive"
-        table[f"{method} ({repos})"] = picked.set_index("dataset")["accuracy"].reindex(table.index)
-    return labelled(table, protocol, pooled=ours.attrs["pooled"],
-                    note=f"published columns: archive {archive}, from {reference_csv.name}")
+        archive = archives.get(method, "UCR2015-85")
+        picked = reference[(reference["method"] == method) & (reference["archive"] == archive)]
+        repos = ", ".join(sorted(picked["source_repo"].astype(str).unique())) or "no rows"
+        table[f"{method} ({repos}, {archive})"] = picked.set_index("dataset")["accuracy"].reindex(table.index)
+    table.attrs["note"] = f"published columns from {reference_csv.name}, each from the archive its label names"
+    return table
+
+
+def reference_table(df: pd.DataFrame, protocol: str, reference_csv: str | Path | None = None,
+                    methods: Sequence[str] = DEFAULT_METHODS,
+                    archives: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Our per-dataset seed means beside published accuracies for the same datasets (:func:`published_matrix`)."""
+    ours = dataset_matrix(df, protocol)
+    published = published_matrix(list(ours.index), reference_csv, methods, archives)
+    table = pd.concat([ours, published], axis=1)
+    return labelled(table, protocol, pooled=ours.attrs["pooled"], note=published.attrs["note"])
+
+
+def rank_matrix(df: pd.DataFrame, protocol: str, reference_csv: str | Path | None = None,
+                methods: Sequence[str] = DEFAULT_METHODS, archives: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Datasets by methods for a critical-difference diagram: our cells beside published methods.
+
+    Our cells are those that cover the most datasets (a cell still running would otherwise shrink
+    every comparison to its datasets); each dataset keeps the seeds all kept cells ran (paired).
+    Rows are the datasets every column has. ``attrs["note"]`` names what was left out and why.
+    """
+    ours = dataset_matrix(df, protocol)
+    coverage = ours.notna().sum()
+    kept = [c for c in ours.columns if coverage[c] == coverage.max()] if len(coverage) else []
+    dropped = [f"{c} ({coverage[c]} datasets)" for c in ours.columns if c not in kept]
+    runs = usable_runs(df, protocol)
+    runs = runs[(runs["variant"].astype(str) + "/" + runs["arm"].astype(str)).isin(kept)]
+    ours = dataset_matrix(runs, protocol, common_seeds=True)
+    published = published_matrix(list(ours.index), reference_csv, methods, archives)
+    both = pd.concat([ours, published], axis=1)
+    complete = both.dropna()
+    notes = [f"{len(complete)} datasets with every column", published.attrs["note"]]
+    if dropped:
+        notes.append(f"left out, covering fewer datasets than {coverage.max()}: {', '.join(dropped)}")
+    if len(complete) < len(both):
+        notes.append(f"datasets missing a column: {', '.join(sorted(set(both.index) - set(complete.index)))}")
+    return labelled(complete, protocol, pooled=ours.attrs["pooled"], note="; ".join(notes))
+
+
+def column_means(table: pd.DataFrame) -> pd.DataFrame:
+    """Per column of a dataset-by-method matrix: its mean over all its datasets and how many it has.
+
+    A third column, ``mean (complete)``, is the mean over the datasets every column has, so the
+    methods are compared on the same datasets.
+    """
+    complete = table.dropna()
+    out = pd.DataFrame({"mean": table.mean(), "n datasets": table.notna().sum(),
+                        f"mean over the {len(complete)} complete": complete.mean()})
+    out.index.name = "method"
+    return labelled(out, table.attrs.get("protocol", HONEST), pooled=table.attrs.get("pooled", []))
 
 
 def protocol_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from tsllm.results.aggregate import PROTOCOLS
 from tsllm.results.loading import load_records, parse_where, tidy_files
-from tsllm.results.markdown import controls_markdown, diagnostics_markdown, headline_markdown, markdown_report
+from tsllm.results.markdown import (
+    controls_markdown,
+    diagnostics_markdown,
+    headline_markdown,
+    markdown_report,
+    pairs_markdown,
+    ranks_markdown,
+)
 from tsllm.results.paths import DEFAULT_OUT
 
 logger = logging.getLogger("tsllm.results")
@@ -20,6 +27,8 @@ EPILOG = """examples:
   python -m tsllm.results results/runs --sweep controls --controls   # each control against the frozen LLM
   python -m tsllm.results results/runs --sweep controls --sweep align --controls --arm "llm[align=scale]"
   python -m tsllm.results results/runs --sweep controls --sweep align --diagnostics --arm llm
+  python -m tsllm.results results/runs --sweep evidence16 --pair inception/llm none/text_probe  # latent vs text
+  python -m tsllm.results results/runs --sweep evidence16 --ranks    # our arms beside published methods
   python -m tsllm.results.readme --check                             # are README's generated tables current?
   python -m tsllm.results results/runs --where llm.weights=random --where data.name=GunPoint
   python -m tsllm.results results/runs --out results --reference     # rewrites the committed evidence"""
@@ -49,6 +58,11 @@ def parser() -> argparse.ArgumentParser:
                    help="print only the controls table (each arm against --reference-arm); writes nothing")
     p.add_argument("--diagnostics", action="store_true",
                    help="print only the diagnostics table (means per arm, not paired); writes nothing")
+    p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("CELL", "VS"),
+                   help="print only CELL against VS (variant/arm cells, e.g. inception/llm none/text_probe), "
+                        "paired on dataset and seed; repeatable")
+    p.add_argument("--ranks", action="store_true",
+                   help="print only our arms beside the published methods: means and average ranks (Friedman)")
     p.add_argument("--arm", action="append", default=[], metavar="LABEL",
                    help="with --controls or --diagnostics: keep only this arm's row; repeatable")
     return p
@@ -58,8 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Load and validate every record, then (and only then) write tidy.csv/.parquet and report.md."""
     p = parser()
     args = p.parse_args(argv)
-    if sum((args.headline, args.controls, args.diagnostics)) > 1:
-        p.error("--headline, --controls and --diagnostics each print one table: give one")
+    if sum((args.headline, args.controls, args.diagnostics, bool(args.pair), args.ranks)) > 1:
+        p.error("--headline, --controls, --diagnostics, --pair and --ranks each print one table: give one")
     if args.arm and not (args.controls or args.diagnostics):
         p.error("--arm selects rows of one table: use it with --controls or --diagnostics")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -71,10 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if df.empty:
         logger.error("no usable finished runs under %s: nothing written", [str(d) for d in args.dirs])
         return 1
-    if args.headline or args.controls or args.diagnostics:
+    if args.headline or args.controls or args.diagnostics or args.pair or args.ranks:
         try:
             print(headline_markdown(df, args.protocol) if args.headline
                   else controls_markdown(df, args.protocol, args.reference_arm, args.arm) if args.controls
+                  else pairs_markdown(df, args.protocol, [tuple(p) for p in args.pair]) if args.pair
+                  else ranks_markdown(df, args.protocol, args.reference_csv) if args.ranks
                   else diagnostics_markdown(df, args.protocol, args.arm), end="")
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)

@@ -22,10 +22,12 @@ from tsllm.results.aggregate import (
     protocol_effect_table,
     protocol_label,
     protocol_table,
+    column_means,
+    rank_matrix,
     reference_table,
     usable_runs,
 )
-from tsllm.results.stats import MIN_PAIRED, controls_table, headline_table
+from tsllm.results.stats import MIN_PAIRED, cells_paired_table, controls_table, critical_difference, headline_table
 
 
 def _fmt(value: Any, column: str) -> str:
@@ -128,6 +130,40 @@ def diagnostics_markdown(df: pd.DataFrame, protocol: str, arms: Sequence[str] = 
     return f"_{table.attrs['label']}; {DIAGNOSTICS_NOTE}; {_pooled_note(table)}._\n\n{to_markdown(table)}\n"
 
 
+PAIRS_NOTE = ("pairs: same dataset and seed only (the cells' encoders or readers differ, so no other config value is "
+              "matched); means over datasets of per-dataset means over the paired seeds; median delta (cell − vs) "
+              f"with a seeded bootstrap 95% CI over datasets; Wilcoxon signed-rank over datasets (none below {MIN_PAIRED})")
+
+
+def pairs_markdown(df: pd.DataFrame, protocol: str, pairs: Sequence[tuple[str, str]]) -> str:
+    """Each ``(cell, vs)`` of ``variant/arm`` cells paired on dataset and seed (what ``--pair`` prints)."""
+    table = paired_display(cells_paired_table(df, protocol, pairs))
+    table = table.drop(columns="arm").rename(columns={"encoder": "cell", "mean arm": "mean cell"})
+    return f"_{protocol_label(protocol)}; {PAIRS_NOTE}._\n\n{to_markdown(table)}\n"
+
+
+def ranks_table(df: pd.DataFrame, protocol: str, reference_csv: str | Path | None = None) -> pd.DataFrame:
+    """Our cells beside the published methods: mean accuracy and average rank on the same datasets.
+
+    ``attrs``: ``note`` (what the datasets are, what was left out), ``friedman_p``, ``n_datasets``.
+    """
+    matrix = rank_matrix(df, protocol, reference_csv)
+    ranks, _ = critical_difference(matrix)
+    table = pd.DataFrame({"mean accuracy": matrix.mean(), "average rank": ranks}).sort_values("average rank")
+    table.index.name = "method"
+    table.attrs.update(matrix.attrs, friedman_p=ranks.attrs["friedman_p"], n_datasets=ranks.attrs["n_datasets"],
+                       cd_note=ranks.attrs["note"])
+    return table
+
+
+def ranks_markdown(df: pd.DataFrame, protocol: str, reference_csv: str | Path | None = None) -> str:
+    """The ranks table with its Friedman p (what ``--ranks`` prints)."""
+    table = ranks_table(df, protocol, reference_csv)
+    test = table.attrs["cd_note"] or f"Friedman p = {table.attrs['friedman_p']:.3g}"
+    return (f"_{table.attrs['label']}; rank 1 = best, ties share the mean rank; {table.attrs['note']}; {test}._"
+            f"\n\n{to_markdown(table)}\n")
+
+
 HEADLINE_TITLE = "Paired comparisons against the no-LLM arm (headline)"
 EMPTY = {HEADLINE_TITLE: "No pairs: no arm shares datasets and seeds with a no-LLM arm here.",
          "Cost": "No run reports cost fields (record['cost'])."}
@@ -183,6 +219,13 @@ def markdown_report(df: pd.DataFrame, protocol: str, reference_csv: str | Path |
     if reference:
         table = reference_table(df, protocol, reference_csv)
         sections.append(("Published reference accuracies", table, table.attrs["label"], table.attrs["note"]))
+        means = column_means(table)
+        sections.append(("Means beside the published methods", means, table.attrs["label"],
+                         "`mean`: over each column's own datasets; the last column over the datasets all columns have"))
+        ranks = ranks_table(df, protocol, reference_csv)
+        test = ranks.attrs["cd_note"] or f"Friedman p = {ranks.attrs['friedman_p']:.3g}"
+        sections.append(("Average ranks beside the published methods", ranks, ranks.attrs["label"],
+                         f"rank 1 = best; {ranks.attrs['note']}; {test}"))
     for title, by in [("Diagnostics", CELL), ("Diagnostics per dataset", (*CELL, "dataset"))]:
         diagnostics = diagnostics_summary(df, protocol, by)
         if len(diagnostics):
@@ -200,4 +243,4 @@ def markdown_report(df: pd.DataFrame, protocol: str, reference_csv: str | Path |
 
 
 __all__ = ["OPTIMISTIC_LABEL", "controls_markdown", "diagnostics_markdown", "headline_markdown", "markdown_report",
-           "paired_display", "to_markdown"]
+           "paired_display", "pairs_markdown", "ranks_markdown", "ranks_table", "to_markdown"]

@@ -121,18 +121,53 @@ def paired_table(df: pd.DataFrame, protocol: str, baseline: str | None = None,
     (``ci low``/``ci high``); ``p_wilcoxon`` over datasets, or NaN with a ``note``.
     """
     per_dataset = paired_datasets(df, protocol, baseline, arms)
-    rows = []
-    for (variant, arm), group in per_dataset.groupby(["variant", "arm"], sort=False):
-        diff = (group["acc arm"] - group["acc vs"]).astype(float)
-        p_value, note = paired_wilcoxon(group["acc arm"], group["acc vs"])
-        low, high = bootstrap_median_ci(diff)
-        rows.append({"variant": variant, "arm": arm, "vs": group["vs"].iloc[0], "n pairs": int(group["n pairs"].sum()),
-                     "n datasets": len(group), "mean vs": group["acc vs"].mean(), "mean arm": group["acc arm"].mean(),
-                     "delta": diff.mean(), "median delta": diff.median(), "ci low": low, "ci high": high,
-                     "p_wilcoxon": p_value, "note": note})
+    rows = [_paired_row(group, variant, arm, group["vs"].iloc[0])
+            for (variant, arm), group in per_dataset.groupby(["variant", "arm"], sort=False)]
     table = pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
     table = table.sort_values(["variant", "arm"], key=sort_key).reset_index(drop=True)
     return labelled(table, protocol, baseline=per_dataset.attrs.get("baseline"))
+
+
+def _paired_row(per_dataset: pd.DataFrame, variant: str, arm: str, vs: str) -> dict:
+    """One row of :data:`PAIRED_COLUMNS` from per-dataset ``acc arm``/``acc vs``/``n pairs``."""
+    diff = (per_dataset["acc arm"] - per_dataset["acc vs"]).astype(float)
+    p_value, note = paired_wilcoxon(per_dataset["acc arm"], per_dataset["acc vs"])
+    low, high = bootstrap_median_ci(diff)
+    return {"variant": variant, "arm": arm, "vs": vs, "n pairs": int(per_dataset["n pairs"].sum()),
+            "n datasets": len(per_dataset), "mean vs": per_dataset["acc vs"].mean(),
+            "mean arm": per_dataset["acc arm"].mean(), "delta": diff.mean(), "median delta": diff.median(),
+            "ci low": low, "ci high": high, "p_wilcoxon": p_value, "note": note}
+
+
+def cells_paired_table(df: pd.DataFrame, protocol: str, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """Each ``(cell, vs)`` pair of ``variant/arm`` cells, paired on dataset and seed only.
+
+    For arms no config context can pair, because their encoders differ: the latent arm
+    (``inception/llm``) against the text arm (``none/text_probe``), or two encoders. Everything but
+    dataset and seed may differ, so keep each cell to one setting (``--sweep``/``--where``); a cell
+    matching runs of several contexts is refused. Columns: :data:`PAIRED_COLUMNS`, ``variant`` holding
+    the cell and ``arm`` its vs.
+    """
+    seeds = per_seed(usable_runs(df, protocol), ["variant", "arm", "context"])
+    seeds = seeds.assign(cell=seeds["variant"].astype(str) + "/" + seeds["arm"].astype(str))
+    rows = []
+    for cell, vs in pairs:
+        sides = []
+        for name in (cell, vs):
+            runs = seeds[seeds["cell"] == name]
+            if runs.empty:
+                raise ValueError(f"no usable runs of cell {name!r}; cells here: {sorted(seeds['cell'].unique())}")
+            if runs.duplicated(["dataset", "seed"]).any():
+                raise ValueError(f"cell {name!r} holds runs of several settings for one dataset and seed; narrow "
+                                 f"it with --sweep or --where so a pair compares one setting with one")
+            sides.append(runs[["dataset", "seed", "acc"]])
+        both = sides[0].merge(sides[1], on=["dataset", "seed"], suffixes=(" arm", " vs"))
+        per_dataset = both.groupby("dataset").agg(**{"n pairs": ("seed", "size"), "acc arm": ("acc arm", "mean"),
+                                                     "acc vs": ("acc vs", "mean")})
+        if per_dataset.empty:
+            raise ValueError(f"cells {cell!r} and {vs!r} share no (dataset, seed)")
+        rows.append(_paired_row(per_dataset, cell, "", vs))
+    return labelled(pd.DataFrame(rows, columns=list(PAIRED_COLUMNS)), protocol)
 
 
 def headline_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
