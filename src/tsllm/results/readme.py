@@ -1,7 +1,7 @@
 """``python -m tsllm.results.readme [--check] [FILE]``: keep the Markdown tables a file prints from records current.
 
 A generated table is a line that starts with ``python -m tsllm.results`` and prints one table (``--headline``,
-``--controls`` or ``--diagnostics``), then, below it and before the next such line or heading, the
+``--controls``, ``--diagnostics``, ``--pair`` or ``--ranks``), then, below it and before the next such line or heading, the
 ``_protocol ..._`` note and the ``|`` table that command prints. Refreshing re-runs each command from the
 file's folder and rewrites its note and table; ``--check`` rewrites nothing and fails naming each stale
 table, so a README cannot keep numbers its records no longer give.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PREFIX = "python -m tsllm.results "
-ONE_TABLE = ("--headline", "--controls", "--diagnostics")
+ONE_TABLE = ("--headline", "--controls", "--diagnostics", "--pair", "--ranks")
 
 
 @dataclass(frozen=True)
