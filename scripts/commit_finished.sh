@@ -8,17 +8,27 @@
 # is refused whole past 256 MiB of diffs, and one session's align=prototypes weights (a 100 x 49152 mixing
 # matrix: 24 MB selected, 71 MB with Adam's state for resume) passed that and lost the session's work.
 # An unfinished run whose resume checkpoint is over the cap is committed as progress, not resume state.
+# TSLLM_WEIGHTS_FOR (an extended regex, default: every run) names the finished runs whose selected weights
+# (checkpoint_best.pt) travel; the others keep theirs here only. At ~2 MB a run, the 240 standalone runs
+# of one evidence sweep would pass the cap by themselves, and only the runs a later analysis reloads need
+# them (tsllm.diagnose: the hybrid runs and their no-LLM twins; see scripts/evidence16.sh).
 #   bash scripts/commit_finished.sh "(what the runs are)"            # finished runs only
 #   bash scripts/commit_finished.sh --partial "(what the runs are)"  # before a session ends
 set -euo pipefail
 cd "$(dirname "$0")/.."
 max_bytes=$(( ${TSLLM_MAX_CHECKPOINT_MB:-10} * 1024 * 1024 ))
-# Unstage the run's staged checkpoints over the cap (a reset keeps the version already committed, if any).
+weights_for=${TSLLM_WEIGHTS_FOR:-.}
+# Unstage the run's staged checkpoints over the cap, and its selected weights when TSLLM_WEIGHTS_FOR does
+# not name it (a reset keeps the version already committed, if any).
 drop_large_checkpoints() {  # $1: run dir
   local pt
   while IFS= read -r -d '' pt; do  # literal pathspecs: run dirs may hold [ ] (kernel-size lists)
-    [[ $pt == *.pt ]] && [ "$(stat -c %s "$pt")" -gt "$max_bytes" ] || continue
-    git reset -q -- ":(literal)$pt" && echo "commit_finished.sh: $pt is over ${TSLLM_MAX_CHECKPOINT_MB:-10} MB, kept here only" >&2
+    [[ $pt == *.pt ]] || continue
+    if [ "$(stat -c %s "$pt")" -gt "$max_bytes" ]; then
+      git reset -q -- ":(literal)$pt" && echo "commit_finished.sh: $pt is over ${TSLLM_MAX_CHECKPOINT_MB:-10} MB, kept here only" >&2
+    elif [[ $pt == */checkpoint_best.pt ]] && ! grep -Eq -- "$weights_for" <<< "$1"; then
+      git reset -q -- ":(literal)$pt"
+    fi
   done < <(git diff --cached --name-only -z --diff-filter=AM -- ":(literal)$1")
 }
 if ! git diff --cached --quiet -- . ':!results/runs'; then

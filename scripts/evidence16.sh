@@ -3,12 +3,13 @@
 # (all <= 110 TRAIN series), 100 epochs at the study's settings, train.selection=min_train_loss (all of
 # TRAIN, the epoch of least training loss: the published dl-4-tsc baselines' rule), TEST used once.
 # Every arm is a conf/control preset of one sweep (results/runs/evidence16), so tsllm.results pairs them.
-# Re-running skips finished cells and resumes unfinished ones; commit with scripts/commit_finished.sh.
+# Re-running skips finished cells and resumes unfinished ones; commit them with `bash scripts/evidence16.sh commit`.
 #   bash scripts/evidence16.sh plan1 | plan2   # python -m tsllm.plan of each tier at TFLOPS (default 0.063 TFLOP/s,
 #                                              the fp32 matmul rate measured on this CPU idle; README, tsllm.plan)
 #   bash scripts/evidence16.sh A &  bash scripts/evidence16.sh B &      # Tier 1, one core each
 #   bash scripts/evidence16.sh tier2                                     # Tier 2, after Tier 1
 #   ALIGN=prototypes bash scripts/evidence16.sh align | plan_align     # issue "alignment": its arm, 3 seeds
+#   bash scripts/evidence16.sh commit [--partial] "(msg)"  # commit_finished.sh, weights only for WEIGHTS_FOR
 #   bash scripts/evidence16.sh report   # every table and figure, from the records only: results/evidence16/
 #                                         (report.md, tidy, figures/) and README's generated tables
 set -euo pipefail
@@ -26,6 +27,9 @@ text() {  # $1: text reader (text_probe | text_icl), $2: seed(s)
   $PY "${VERB[@]}" -m mode=text reader="$1" seed="$2" "${COMMON[@]}"
 }
 OURS=mlp,cnn,inception,resnet,transformer
+# The runs whose selected weights are committed: every arm that reads with an LLM (its encoder is small) and
+# the no-LLM Inception of seed 0, the twin `diagnose` compares with (CKA). The rest stay on the machine.
+WEIGHTS_FOR='/control=(llm|random_llm|truncated|attention),|/control=no_llm,.*encoder=inception,.*seed=0,'
 tier_total() {  # $1: tier name; passes the plans through and adds up their "total: ... H hours" lines
   awk -v tier="$1" '{ print } /^total:/ { for (i = 2; i <= NF; i++) if ($i == "hours") h += $(i - 1) }
                     END { printf "%s total: %.2f hours at the rate above (the plans above, added)\n", tier, h }'
@@ -60,6 +64,7 @@ case "${1:-}" in
   plan2) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); tier2 | tier_total "Tier 2" ;;
   align) align_tier ;;
   plan_align) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); align_tier | tier_total "align=$ALIGN" ;;
+  commit) shift; TSLLM_WEIGHTS_FOR="$WEIGHTS_FOR" bash scripts/commit_finished.sh "$@" ;;
   report)
     $PY -m tsllm.results results/runs --sweep evidence16 --reference --cost --out results/evidence16 > /dev/null
     $PY scripts/render_notebooks.py --tidy results/evidence16/tidy.csv --figures results/evidence16/figures 01 03
@@ -68,5 +73,5 @@ case "${1:-}" in
     for d in results/runs/evidence16/control=llm,data.name=*,encoder=inception,*seed=0,*; do  # with its no-LLM twin (CKA)
       $PY -m tsllm.diagnose --level full "$d" "${d/control=llm,/control=no_llm,}"
     done ;;
-  *) echo "usage: $0 A | B | tier2 | align | report | plan1 | plan2 | plan_align | diagnose" >&2; exit 2 ;;
+  *) echo "usage: $0 A | B | tier2 | align | commit | report | plan1 | plan2 | plan_align | diagnose" >&2; exit 2 ;;
 esac

@@ -238,3 +238,32 @@ def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path:
     subprocess.run([*git, "add", "notes.txt"], check=True)
     refused = subprocess.run(["bash", str(repo / "scripts" / "commit_finished.sh")], capture_output=True, text=True)
     assert refused.returncode == 2 and "changes outside results/runs are staged" in refused.stderr
+
+
+def test_commit_finished_keeps_weights_only_for_the_runs_named(tmp_path: Path) -> None:
+    """TSLLM_WEIGHTS_FOR: finished runs it does not name commit record and log, their weights stay here."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "commit_finished.sh"
+    (repo / "scripts" / "commit_finished.sh").write_text(script.read_text())
+    (repo / ".gitignore").write_text((Path(__file__).resolve().parents[1] / ".gitignore").read_text())
+    for name in ("control=llm,seed=0", "control=no_llm,encoder=mlp,seed=1"):
+        run = repo / "results" / "runs" / "sweep" / name
+        run.mkdir(parents=True)
+        (run / "record.json").write_text(json.dumps({"status": "finished"}, indent=1))
+        (run / "train.log").write_text("log\n")
+        (run / "checkpoint_best.pt").write_bytes(b"x" * 100)
+    env = {**os.environ, "TSLLM_WEIGHTS_FOR": "control=llm,", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", ".gitignore", "scripts"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    out = subprocess.run(["bash", str(repo / "scripts" / "commit_finished.sh"), "(test)"], capture_output=True,
+                         text=True, env=env)
+    assert out.returncode == 0 and "2 finished run(s)" in out.stdout, out.stderr
+    tracked = set(subprocess.run([*git, "ls-files"], capture_output=True, text=True, check=True).stdout.split())
+    assert "results/runs/sweep/control=llm,seed=0/checkpoint_best.pt" in tracked
+    assert "results/runs/sweep/control=no_llm,encoder=mlp,seed=1/record.json" in tracked
+    assert "results/runs/sweep/control=no_llm,encoder=mlp,seed=1/checkpoint_best.pt" not in tracked
+    assert (repo / "results/runs/sweep/control=no_llm,encoder=mlp,seed=1/checkpoint_best.pt").exists()
