@@ -62,7 +62,7 @@ if [ $((added + saved + logged)) -gt 0 ] && ! git diff --cached --quiet -- resul
   [ "$added" -gt 0 ] && parts+=("$added finished run(s)")
   [ "$saved" -gt 0 ] && parts+=("resume state of $saved unfinished run(s)")
   [ "$logged" -gt 0 ] && parts+=("progress of $logged unfinished run(s) whose resume checkpoint is over the cap")
-  msg="Evidence: $(IFS=,; echo "${parts[*]}" | sed 's/,/, /')"
+  msg="Evidence: $(IFS=,; echo "${parts[*]}" | sed 's/,/, /g')"
   # The index, not a pathspec: `git commit -- PATH` would re-add a resume checkpoint just dropped.
   git commit -qm "$msg ${1:-}" && echo "committed: $msg"
 fi
