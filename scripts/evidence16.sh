@@ -27,9 +27,10 @@ text() {  # $1: text reader (text_probe | text_icl), $2: seed(s)
   $PY "${VERB[@]}" -m mode=text reader="$1" seed="$2" "${COMMON[@]}"
 }
 OURS=mlp,cnn,inception,resnet,transformer
-# The runs whose selected weights are committed: every arm that reads with an LLM (its encoder is small) and
-# the no-LLM Inception of seed 0, the twin `diagnose` compares with (CKA). The rest stay on the machine.
-WEIGHTS_FOR='/control=(llm|random_llm|truncated|attention),|/control=no_llm,.*encoder=inception,.*seed=0,'
+# The runs whose selected weights are committed: the arms that read with an LLM (only the encoder and head
+# are saved: 1.4 MB) and the no-LLM Inception of seed 0, the twin `diagnose` compares with (CKA). The rest
+# stay on the machine; the attention control's weights are 6.7 MB a run (48 runs: 320 MB).
+WEIGHTS_FOR='/control=(llm|random_llm|truncated),|/control=no_llm,.*encoder=inception,.*seed=0,'
 tier_total() {  # $1: tier name; passes the plans through and adds up their "total: ... H hours" lines
   awk -v tier="$1" '{ print } /^total:/ { for (i = 2; i <= NF; i++) if ($i == "hours") h += $(i - 1) }
                     END { printf "%s total: %.2f hours at the rate above (the plans above, added)\n", tier, h }'
