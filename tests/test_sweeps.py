@@ -188,13 +188,26 @@ def test_run_names_and_tags_tell_llm_weights_and_seed_apart() -> None:
     assert alone == "GunPoint-cnn-standalone-mean-s0" and not any(t.startswith("llm:") for t in alone_tags)
 
 
-def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path: Path) -> None:
-    """A submission over 256 MiB of diffs is refused whole: large weights must stay on the machine."""
+def _repo_with_commit_finished(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A scratch folder holding scripts/commit_finished.sh and the project's .gitignore; git not yet run."""
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     script = Path(__file__).resolve().parents[1] / "scripts" / "commit_finished.sh"
     (repo / "scripts" / "commit_finished.sh").write_text(script.read_text())
     (repo / ".gitignore").write_text((Path(__file__).resolve().parents[1] / ".gitignore").read_text())
+    return repo, ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+
+
+def _git_init(git: list[str]) -> None:
+    """Initialise the scratch repository with its script committed, the runs left to commit_finished.sh."""
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", ".gitignore", "scripts"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+
+
+def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path: Path) -> None:
+    """A submission over 256 MiB of diffs is refused whole: large weights must stay on the machine."""
+    repo, git = _repo_with_commit_finished(tmp_path)
     runs = {"done": "finished", "flight": "running", "big[7,7]": "finished"}
     for name, status in runs.items():
         run = repo / "results" / "runs" / "sweep" / name
@@ -205,10 +218,7 @@ def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path:
     (repo / "results/runs/sweep/done/checkpoint_best.pt").write_bytes(b"x" * 100)
     (repo / "results/runs/sweep/flight/checkpoint_best.pt").write_bytes(b"x" * 3_000_000)
     (repo / "results/runs/sweep/big[7,7]/checkpoint_best.pt").write_bytes(b"x" * 3_000_000)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", ".gitignore", "scripts"], check=True)
-    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    _git_init(git)
     out = subprocess.run(["bash", str(repo / "scripts" / "commit_finished.sh"), "--partial", "(test)"],
                          capture_output=True, text=True, env={**os.environ, "TSLLM_MAX_CHECKPOINT_MB": "2",
                          "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
@@ -242,11 +252,7 @@ def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path:
 
 def test_commit_finished_keeps_weights_only_for_the_runs_named(tmp_path: Path) -> None:
     """TSLLM_WEIGHTS_FOR: finished runs it does not name commit record and log, their weights stay here."""
-    repo = tmp_path / "repo"
-    (repo / "scripts").mkdir(parents=True)
-    script = Path(__file__).resolve().parents[1] / "scripts" / "commit_finished.sh"
-    (repo / "scripts" / "commit_finished.sh").write_text(script.read_text())
-    (repo / ".gitignore").write_text((Path(__file__).resolve().parents[1] / ".gitignore").read_text())
+    repo, git = _repo_with_commit_finished(tmp_path)
     for name in ("control=llm,seed=0", "control=no_llm,encoder=mlp,seed=1"):
         run = repo / "results" / "runs" / "sweep" / name
         run.mkdir(parents=True)
@@ -255,10 +261,7 @@ def test_commit_finished_keeps_weights_only_for_the_runs_named(tmp_path: Path) -
         (run / "checkpoint_best.pt").write_bytes(b"x" * 100)
     env = {**os.environ, "TSLLM_WEIGHTS_FOR": "control=llm,", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", ".gitignore", "scripts"], check=True)
-    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    _git_init(git)
     out = subprocess.run(["bash", str(repo / "scripts" / "commit_finished.sh"), "(test)"], capture_output=True,
                          text=True, env=env)
     assert out.returncode == 0 and "2 finished run(s)" in out.stdout, out.stderr

@@ -51,8 +51,8 @@ from tsllm.results.markdown import (
     controls_markdown,
     headline_markdown,
     markdown_report,
-    pairs_markdown,
     paired_display,
+    pairs_markdown,
     to_markdown,
 )
 from tsllm.results.paths import DEFAULT_OUT, figures_dir, repo_root, save_figure, tidy_path

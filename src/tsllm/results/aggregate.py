@@ -141,11 +141,16 @@ def labelled(table: pd.DataFrame, protocol: str, **attrs: Any) -> pd.DataFrame:
     return table
 
 
+def cell_labels(frame: pd.DataFrame, by: Sequence[str] = CELL, sep: str = "/") -> pd.Series:
+    """Each row's cell as the column name the dataset tables give it: ``by`` values joined, ``variant/arm``."""
+    labels = [sep.join(map(str, key)) for key in frame[list(by)].itertuples(index=False)]
+    return pd.Series(labels, index=frame.index, dtype=object)
+
+
 def wide(per_dataset: pd.DataFrame, by: Sequence[str], values: str, sep: str = "/") -> pd.DataFrame:
     """Pivot :func:`dataset_means` output to rows dataset, one column per cell (in the study's order)."""
     by = list(by)
-    labels = [sep.join(map(str, key)) for key in per_dataset[by].itertuples(index=False)]
-    cells = per_dataset.assign(cell=pd.Series(labels, index=per_dataset.index, dtype=object))
+    cells = per_dataset.assign(cell=cell_labels(per_dataset, by, sep))
     order = cells.drop_duplicates("cell").sort_values(by, key=sort_key)["cell"]
     return cells.pivot(index="dataset", columns="cell", values=values).reindex(columns=list(order))
 
@@ -160,8 +165,7 @@ def dataset_matrix(df: pd.DataFrame, protocol: str, by: Sequence[str] = CELL, se
     runs = usable_runs(df, protocol)
     if common_seeds and len(runs):
         seeds = per_seed(runs, by)
-        cells = seeds[list(by)].astype(str).agg(sep.join, axis=1)
-        shared = seeds.assign(cell=cells).pivot_table(index=["dataset", "seed"], columns="cell", values="acc").dropna()
+        shared = seeds.assign(cell=cell_labels(seeds, by, sep)).pivot_table(index=["dataset", "seed"], columns="cell", values="acc").dropna()
         runs = runs[pd.MultiIndex.from_frame(runs[["dataset", "seed"]]).isin(shared.index)]
     per_dataset = dataset_means(runs, protocol, by)
     return labelled(wide(per_dataset, by, "mean", sep), protocol, pooled=per_dataset.attrs["pooled"],
@@ -248,13 +252,12 @@ def rank_matrix(df: pd.DataFrame, protocol: str, reference_csv: str | Path | Non
     every comparison to its datasets); each dataset keeps the seeds all kept cells ran (paired).
     Rows are the datasets every column has. ``attrs["note"]`` names what was left out and why.
     """
-    ours = dataset_matrix(df, protocol)
-    coverage = ours.notna().sum()
-    kept = [c for c in ours.columns if coverage[c] == coverage.max()] if len(coverage) else []
-    dropped = [f"{c} ({coverage[c]} datasets)" for c in ours.columns if c not in kept]
     runs = usable_runs(df, protocol)
-    runs = runs[(runs["variant"].astype(str) + "/" + runs["arm"].astype(str)).isin(kept)]
-    ours = dataset_matrix(runs, protocol, common_seeds=True)
+    cells = cell_labels(runs)
+    coverage = runs["dataset"].groupby(cells).nunique()
+    kept = coverage.index[coverage == coverage.max()] if len(coverage) else []
+    dropped = [f"{c} ({n} datasets)" for c, n in coverage.items() if c not in kept]
+    ours = dataset_matrix(runs[cells.isin(kept)], protocol, common_seeds=True)
     published = published_matrix(list(ours.index), reference_csv, methods, archives)
     both = pd.concat([ours, published], axis=1)
     complete = both.dropna()
@@ -269,8 +272,8 @@ def rank_matrix(df: pd.DataFrame, protocol: str, reference_csv: str | Path | Non
 def column_means(table: pd.DataFrame) -> pd.DataFrame:
     """Per column of a dataset-by-method matrix: its mean over all its datasets and how many it has.
 
-    A third column, ``mean (complete)``, is the mean over the datasets every column has, so the
-    methods are compared on the same datasets.
+    A third column, ``mean over the N complete``, is the mean over the datasets every column has, so
+    the methods are compared on the same datasets.
     """
     complete = table.dropna()
     out = pd.DataFrame({"mean": table.mean(), "n datasets": table.notna().sum(),

@@ -14,6 +14,7 @@ from tsllm.results.aggregate import (
     CELL,
     OPTIMISTIC_LABEL,
     accuracy_column,
+    column_means,
     cost_table,
     dataset_means,
     diagnostics_summary,
@@ -22,12 +23,17 @@ from tsllm.results.aggregate import (
     protocol_effect_table,
     protocol_label,
     protocol_table,
-    column_means,
     rank_matrix,
     reference_table,
     usable_runs,
 )
-from tsllm.results.stats import MIN_PAIRED, cells_paired_table, controls_table, critical_difference, headline_table
+from tsllm.results.stats import (
+    MIN_PAIRED,
+    cells_paired_table,
+    controls_table,
+    critical_difference,
+    headline_table,
+)
 
 
 def _fmt(value: Any, column: str) -> str:
@@ -145,22 +151,23 @@ def pairs_markdown(df: pd.DataFrame, protocol: str, pairs: Sequence[tuple[str, s
 def ranks_table(df: pd.DataFrame, protocol: str, reference_csv: str | Path | None = None) -> pd.DataFrame:
     """Our cells beside the published methods: mean accuracy and average rank on the same datasets.
 
-    ``attrs``: ``note`` (what the datasets are, what was left out), ``friedman_p``, ``n_datasets``.
+    ``attrs``: ``note`` (what the datasets are, what was left out), ``friedman_p``, ``n_datasets`` and
+    ``test`` (the Friedman p as read, or why there is none).
     """
     matrix = rank_matrix(df, protocol, reference_csv)
     ranks, _ = critical_difference(matrix)
     table = pd.DataFrame({"mean accuracy": matrix.mean(), "average rank": ranks}).sort_values("average rank")
     table.index.name = "method"
     table.attrs.update(matrix.attrs, friedman_p=ranks.attrs["friedman_p"], n_datasets=ranks.attrs["n_datasets"],
-                       cd_note=ranks.attrs["note"])
+                       test=ranks.attrs["note"] or f"Friedman p = {ranks.attrs['friedman_p']:.3g}")
     return table
 
 
 def ranks_markdown(df: pd.DataFrame, protocol: str, reference_csv: str | Path | None = None) -> str:
     """The ranks table with its Friedman p (what ``--ranks`` prints)."""
     table = ranks_table(df, protocol, reference_csv)
-    test = table.attrs["cd_note"] or f"Friedman p = {table.attrs['friedman_p']:.3g}"
-    return (f"_{table.attrs['label']}; rank 1 = best, ties share the mean rank; {table.attrs['note']}; {test}._"
+    return (f"_{table.attrs['label']}; rank 1 = best, ties share the mean rank; {table.attrs['note']}; "
+            f"{table.attrs['test']}._"
             f"\n\n{to_markdown(table)}\n")
 
 
@@ -223,9 +230,8 @@ def markdown_report(df: pd.DataFrame, protocol: str, reference_csv: str | Path |
         sections.append(("Means beside the published methods", means, table.attrs["label"],
                          "`mean`: over each column's own datasets; the last column over the datasets all columns have"))
         ranks = ranks_table(df, protocol, reference_csv)
-        test = ranks.attrs["cd_note"] or f"Friedman p = {ranks.attrs['friedman_p']:.3g}"
         sections.append(("Average ranks beside the published methods", ranks, ranks.attrs["label"],
-                         f"rank 1 = best; {ranks.attrs['note']}; {test}"))
+                         f"rank 1 = best; {ranks.attrs['note']}; {ranks.attrs['test']}"))
     for title, by in [("Diagnostics", CELL), ("Diagnostics per dataset", (*CELL, "dataset"))]:
         diagnostics = diagnostics_summary(df, protocol, by)
         if len(diagnostics):

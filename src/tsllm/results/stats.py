@@ -14,7 +14,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tsllm.results.aggregate import MODE_ORDER, labelled, ordered, per_seed, sort_key, usable_runs
+from tsllm.results.aggregate import (
+    MODE_ORDER,
+    cell_labels,
+    labelled,
+    ordered,
+    per_seed,
+    sort_key,
+    usable_runs,
+)
 
 # An exact two-sided signed-rank test over n pairs cannot give p < 0.05 below n = 6 (n = 5: p >= 0.0625).
 MIN_PAIRED = 6
@@ -145,11 +153,11 @@ def cells_paired_table(df: pd.DataFrame, protocol: str, pairs: Sequence[tuple[st
     For arms no config context can pair, because their encoders differ: the latent arm
     (``inception/llm``) against the text arm (``none/text_probe``), or two encoders. Everything but
     dataset and seed may differ, so keep each cell to one setting (``--sweep``/``--where``); a cell
-    matching runs of several contexts is refused. Columns: :data:`PAIRED_COLUMNS`, ``variant`` holding
+    with two runs for one dataset and seed (two settings under one label) is refused. Columns: :data:`PAIRED_COLUMNS`, ``variant`` holding
     the cell and ``arm`` its vs.
     """
     seeds = per_seed(usable_runs(df, protocol), ["variant", "arm", "context"])
-    seeds = seeds.assign(cell=seeds["variant"].astype(str) + "/" + seeds["arm"].astype(str))
+    seeds = seeds.assign(cell=cell_labels(seeds))
     rows = []
     for cell, vs in pairs:
         sides = []
