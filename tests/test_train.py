@@ -163,6 +163,22 @@ def test_wandb_offline_run_files(run_dir: Path) -> None:
     assert summary["test_acc"] == pytest.approx(rec["test_acc"])
 
 
+def test_a_run_dir_another_live_process_trains_is_refused_and_freed_when_it_dies(run_dir: Path) -> None:
+    holder = subprocess.Popen(  # a real second process, as when two sweeps split one grid by hand
+        [sys.executable, "-c", "import sys, time; from tsllm.records import run_dir_lock\n"
+         "with run_dir_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(300)", str(run_dir)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirConflict, match=f"in use: pid {holder.pid} on "):
+            run(make_cfg("train.epochs=1"), run_dir=run_dir)
+        assert read_record(run_dir) is None  # refused before anything was written
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs, as when a job is killed or preempted
+        holder.wait()
+    assert run(make_cfg("train.epochs=1"), run_dir=run_dir)["status"] == "finished"
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([sys.executable, "-m", "tsllm.train", *args], cwd=cwd, env=env, capture_output=True,

@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, runs are unguarded there
+    fcntl = None  # type: ignore[assignment]
+
 RECORD = "record.json"
+LOCK = "run.lock"  # ignored by git; held while a process trains in the run dir
+log = logging.getLogger("tsllm.records")
 FILE_MODE = 0o664  # records and checkpoints are readable by the group, whatever the umask
 # Keys that do not change a run's numbers: where it logs, whether it may resume, the sweep's folder name,
 # the grid/dataset-set helpers, whose effect is already in the resolved encoder and data values, and
@@ -30,7 +42,43 @@ PACKAGES = ("tsllm", "torch", "transformers", "accelerate", "peft", "numpy", "pa
 
 
 class RunDirConflict(RuntimeError):
-    """The run directory holds a different run; nothing there is overwritten."""
+    """The run directory holds a different run, or a live process is training there; nothing is overwritten."""
+
+
+@contextmanager
+def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold `run_dir` for this process while it trains there; refuse if another process holds it.
+
+    A kernel advisory lock (flock), not a pid file: it goes with its process however that process ends
+    (a kill, a preempted SLURM job), so an interrupted run resumes without a stale lock to clear by hand.
+    Two processes splitting one sweep by hand can then never train, and overwrite, the same cell.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK, "a+") as fh:
+        held = False
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                fh.seek(0)
+                owner = fh.read().strip() or "another process"
+                raise RunDirConflict(f"{run_dir} is in use: {owner} is training there (its lock is "
+                                     f"{run_dir / LOCK}); wait for it, or choose another hydra.run.dir") from None
+            except OSError as e:  # a mount without flock support: say so and run unguarded
+                log.warning("%s: cannot lock (%s); nothing stops a second process training here", run_dir, e)
+        if held:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            fh.flush()
+        try:
+            yield
+        finally:
+            if held:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def config_hash(config: dict[str, Any]) -> str:

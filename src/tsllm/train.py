@@ -2,7 +2,8 @@
 
 `run(cfg)` is importable and returns the record, so tests and notebooks call it without a shell.
 A run directory that already holds a finished record of the same config is skipped; one that holds
-a checkpoint of the same config resumes from it; one that holds another config is refused.
+a checkpoint of the same config resumes from it; one that holds another config, or that another live
+process is training, is refused.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tsllm.records import (
     find_finished,
     mark_finished,
     read_record,
+    run_dir_lock,
     write_record,
 )
 from tsllm.schema import check_overrides, register_schemas
@@ -66,6 +68,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, sweep_dir: str | Pat
     skipped (grid axes that a family does not have resolve to the same config).
     """
     run_dir = Path(run_dir) if run_dir is not None else _hydra_run_dir()
+    with run_dir_lock(run_dir):  # the checks below read the dir's state: hold it first, so they stay true
+        return _run_locked(cfg, run_dir, sweep_dir)
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path, sweep_dir: str | Path | None) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     key = config_hash(config)
     if sweep_dir is not None and (twin := find_finished(sweep_dir, key, exclude=run_dir)) is not None:
