@@ -55,7 +55,9 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / LOCK, "a+") as fh:
+    path = run_dir / LOCK
+    while True:
+        fh = open(path, "a+")  # noqa: SIM115 -- held across the yield below, closed in its finally
         held = False
         if fcntl is not None:
             try:
@@ -64,21 +66,34 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
             except BlockingIOError:
                 fh.seek(0)
                 owner = fh.read().strip() or "another process"
+                fh.close()
                 raise RunDirConflict(f"{run_dir} is in use: {owner} is training there (its lock is "
-                                     f"{run_dir / LOCK}); wait for it, or choose another hydra.run.dir") from None
+                                     f"{path}); wait for it, or choose another hydra.run.dir") from None
             except OSError as e:  # a mount without flock support: say so and run unguarded
                 log.warning("%s: cannot lock (%s); nothing stops a second process training here", run_dir, e)
+        if not held or _is_current(fh, path):
+            break
+        fh.close()  # its holder unlinked it as we took it: a lock on that file guards nothing; take the new one
+    try:
         if held:
             fh.seek(0)
             fh.truncate()
-            fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
             fh.flush()
-        try:
-            yield
-        finally:
-            if held:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        yield
+    finally:
+        if held:
+            path.unlink(missing_ok=True)  # while still held, so a finished run's folder is left as it was
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def _is_current(fh: Any, path: Path) -> bool:
+    """Whether the open file `fh` is still the one at `path` (not unlinked or replaced since it was opened)."""
+    try:
+        return os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def config_hash(config: dict[str, Any]) -> str:
