@@ -56,36 +56,44 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK
-    while True:
-        fh = open(path, "a+")  # noqa: SIM115 -- held across the yield below, closed in its finally
-        held = False
-        if fcntl is not None:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held = True
-            except BlockingIOError:
-                fh.seek(0)
-                owner = fh.read().strip() or "another process"
-                fh.close()
-                raise RunDirConflict(f"{run_dir} is in use: {owner} is training there (its lock is "
-                                     f"{path}); wait for it, or choose another hydra.run.dir") from None
-            except OSError as e:  # a mount without flock support: say so and run unguarded
-                log.warning("%s: cannot lock (%s); nothing stops a second process training here", run_dir, e)
-        if not held or _is_current(fh, path):
-            break
-        fh.close()  # its holder unlinked it as we took it: a lock on that file guards nothing; take the new one
+    fh = _locked_file(path)
     try:
-        if held:
+        if fh is not None:
             fh.seek(0)
             fh.truncate()
             fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
             fh.flush()
         yield
     finally:
-        if held:
-            path.unlink(missing_ok=True)  # while still held, so a finished run's folder is left as it was
-            fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+        path.unlink(missing_ok=True)  # before the lock goes, so a finished run's folder is left as it was
+        if fh is not None:
+            fh.close()  # releases the flock
+
+
+def _locked_file(path: Path) -> Any:
+    """`path` opened and flock-ed by this process; None where the platform or the mount has no flock.
+
+    Raises RunDirConflict, naming the holder, when another live process holds it.
+    """
+    if fcntl is None:
+        return None
+    while True:
+        fh = open(path, "a+")  # noqa: SIM115 -- returned open: the lock lives as long as the file is open
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "another process"
+            fh.close()
+            raise RunDirConflict(f"{path.parent} is in use: {owner} is training there (its lock is {path}); "
+                                 "wait for it, or choose another hydra.run.dir") from None
+        except OSError as e:  # a mount without flock support: say so and run unguarded
+            fh.close()
+            log.warning("%s: cannot lock (%s); nothing stops a second process training here", path.parent, e)
+            return None
+        if _is_current(fh, path):
+            return fh
+        fh.close()  # its holder unlinked it as we took it: a lock on that file guards nothing; take the new one
 
 
 def _is_current(fh: Any, path: Path) -> bool:
