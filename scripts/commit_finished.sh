@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Commit the evidence runs that have finished since the last commit (record, log, selected weights), so a
 # session that ends loses nothing that finished. Unfinished runs stay out until they finish, unless
-# --partial is given: then their record, log and resume checkpoint (checkpoint_last.pt, ignored by git
-# otherwise) are committed too, so a later session on a new machine resumes them from their last epoch
-# instead of epoch 1. A run that has finished drops its committed resume checkpoint from the index.
+# --partial is given: then their record, log and resume state (ignored by git otherwise) are committed too:
+# checkpoint_last.pt, so a later session on a new machine resumes them from their last epoch instead of
+# epoch 1, and a text reader's features.pt, the LLM reads already made (the costly part of those runs: one
+# stop lost ArrowHead's 36 TRAIN reads and most of its TEST reads). A run that has finished drops its
+# committed resume state from the index.
 # A checkpoint larger than TSLLM_MAX_CHECKPOINT_MB (default 10) stays on this machine only: a submission
 # is refused whole past 256 MiB of diffs, and one session's align=prototypes weights (a 100 x 49152 mixing
 # matrix: 24 MB selected, 71 MB with Adam's state for resume) passed that and lost the session's work.
@@ -18,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 max_bytes=$(( ${TSLLM_MAX_CHECKPOINT_MB:-10} * 1024 * 1024 ))
 weights_for=${TSLLM_WEIGHTS_FOR:-.}
+RESUME_STATE=(checkpoint_last.pt features.pt)  # what an unfinished run resumes from (features.pt: text readers)
 # Unstage the run's staged checkpoints over the cap, and its selected weights when TSLLM_WEIGHTS_FOR does
 # not name it (a reset keeps the version already committed, if any).
 drop_large_checkpoints() {  # $1: run dir
@@ -40,15 +43,20 @@ added=0 saved=0 logged=0
 while IFS= read -r rec; do
   dir=$(dirname "$rec")
   if grep -q '"status": "finished"' "$rec"; then
-    git ls-files --error-unmatch -- "$dir/checkpoint_last.pt" >/dev/null 2>&1 \
-      && git rm -q --cached -- "$dir/checkpoint_last.pt"
+    for f in "${RESUME_STATE[@]}"; do
+      git ls-files --error-unmatch -- "$dir/$f" >/dev/null 2>&1 && git rm -q --cached -- "$dir/$f"
+    done
     if [ -n "$(git status --porcelain -- "$dir")" ]; then
       git add -- "$dir" && drop_large_checkpoints "$dir"
       git diff --cached --quiet -- ":(literal)$dir" || added=$((added + 1))  # an oversized file alone: none
     fi
-  elif [ "$partial" = 1 ] && [ -f "$dir/checkpoint_last.pt" ]; then
-    git add -- "$dir" && git add -f -- "$dir/checkpoint_last.pt" && drop_large_checkpoints "$dir"
-    if git diff --cached --quiet -- ":(literal)$dir/checkpoint_last.pt"; then
+  elif [ "$partial" = 1 ] && { [ -f "$dir/checkpoint_last.pt" ] || [ -f "$dir/features.pt" ]; }; then
+    git add -- "$dir"
+    for f in "${RESUME_STATE[@]}"; do
+      if [ -f "$dir/$f" ]; then git add -f -- "$dir/$f"; fi
+    done
+    drop_large_checkpoints "$dir"
+    if git diff --cached --quiet -- "${RESUME_STATE[@]/#/:(literal)$dir/}"; then
       logged=$((logged + 1))  # its record and log only: a later session restarts it from epoch 1
     else
       saved=$((saved + 1))

@@ -270,3 +270,36 @@ def test_commit_finished_keeps_weights_only_for_the_runs_named(tmp_path: Path) -
     assert "results/runs/sweep/control=no_llm,encoder=mlp,seed=1/record.json" in tracked
     assert "results/runs/sweep/control=no_llm,encoder=mlp,seed=1/checkpoint_best.pt" not in tracked
     assert (repo / "results/runs/sweep/control=no_llm,encoder=mlp,seed=1/checkpoint_best.pt").exists()
+
+
+def test_commit_finished_partial_keeps_a_text_runs_llm_reads_until_it_finishes(tmp_path: Path) -> None:
+    """A text reader's features.pt (its LLM reads) is resume state: committed with --partial, untracked once done."""
+    repo, git = _repo_with_commit_finished(tmp_path)
+    run = repo / "results" / "runs" / "sweep" / "mode=text,reader=text_probe"
+    run.mkdir(parents=True)
+    (run / "record.json").write_text(json.dumps({"status": "running"}, indent=1))
+    (run / "train.log").write_text("log\n")
+    (run / "features.pt").write_bytes(b"x" * 100)  # killed while reading TRAIN: no checkpoint_last.pt yet
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    _git_init(git)
+    script = str(repo / "scripts" / "commit_finished.sh")
+    plain = subprocess.run(["bash", script, "(finished only)"], capture_output=True, text=True, env=env)
+    assert plain.returncode == 0 and "committed" not in plain.stdout, plain.stdout
+    out = subprocess.run(["bash", script, "--partial", "(stop)"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and "committed: Evidence: resume state of 1 unfinished run(s)" in out.stdout, out.stderr
+
+    def tracked() -> set[str]:
+        return set(subprocess.run([*git, "ls-files"], capture_output=True, text=True, check=True).stdout.split())
+
+    assert f"{run.relative_to(repo)}/features.pt" in tracked()
+    (run / "checkpoint_last.pt").write_bytes(b"y" * 100)
+    (run / "features.pt").write_bytes(b"x" * 200)  # more reads made in a later session
+    again = subprocess.run(["bash", script, "--partial", "(stop 2)"], capture_output=True, text=True, env=env)
+    assert "resume state of 1 unfinished run(s)" in again.stdout, again.stderr
+    assert {f"{run.relative_to(repo)}/{f}" for f in ("features.pt", "checkpoint_last.pt")} <= tracked()
+    (run / "record.json").write_text(json.dumps({"status": "finished"}, indent=1))
+    done = subprocess.run(["bash", script, "(done)"], capture_output=True, text=True, env=env)
+    assert "1 finished run(s)" in done.stdout, done.stderr
+    assert not {p for p in tracked() if p.endswith((".pt"))}
+    assert (run / "features.pt").exists()  # untracked, not deleted
