@@ -237,3 +237,28 @@ def test_mode_text_probe_runs_end_to_end_and_reads_each_series_once(tmp_path) ->
     again = run(make_cfg("mode=text", "llm=tiny_random", "train.epochs=2", "reader.token_budget=200", "seed=1"),
                 run_dir=tmp_path / "other")
     assert again["reader_stats"]["llm_reads"] == len(distinct)
+
+
+def test_probe_saves_its_reads_every_few_lm_batches_so_a_stop_keeps_them(tiny, gunpoint, tmp_path: Path) -> None:
+    """A loader batch larger than the save interval: a failure after the first chunk keeps that chunk on disk."""
+    llm, tok = tiny
+    x = torch.from_numpy(gunpoint.train.x[:6])
+    path = tmp_path / "features.pt"
+    enc = TextSeriesEncoder(llm, tok, PROMPT, token_budget=300, cache_path=path, batch_size=1)
+    enc.SAVE_EVERY_BATCHES = 2
+    real, calls = enc.last_hidden, []
+
+    def stop_on_second_chunk(seqs):
+        calls.append(len(seqs))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the session ends mid-batch
+        return real(seqs)
+
+    enc.last_hidden = stop_on_second_chunk
+    with pytest.raises(KeyboardInterrupt):
+        enc(x)
+    assert calls == [2, 2]
+    resumed = TextSeriesEncoder(llm, tok, PROMPT, token_budget=300, cache_path=path, batch_size=1)
+    out = resumed(x)
+    assert resumed.computed == 4  # the first two reads came back from features.pt
+    torch.testing.assert_close(out, TextSeriesEncoder(llm, tok, PROMPT, token_budget=300)(x), atol=1e-5, rtol=1e-4)

@@ -229,6 +229,8 @@ def pad_id_of(tokenizer: Any) -> int:
 class _FrozenLMReader(nn.Module):
     """Shared by both readouts: holds the frozen LM (never in train mode) and runs padded batches."""
 
+    SAVE_EVERY_BATCHES = 4  # the memo file is rewritten after this many LM batches of new reads
+
     def __init__(self, llm: nn.Module, tokenizer: Any, token_budget: int, batch_size: int) -> None:
         super().__init__()
         if any(p.requires_grad for p in llm.parameters()):
@@ -315,15 +317,19 @@ class _FrozenLMReader(nn.Module):
         """Rows for x [B, C, T] from the memo, computing (and saving) only series not seen before."""
         x_cpu = x.detach().to("cpu", torch.float32)  # one transfer for the batch, not one per series
         keys = [series_key(s) for s in x_cpu]
-        todo = {k: i for i, k in enumerate(keys) if k not in memo}
-        if todo:
-            series = [x_cpu[i].double().numpy() for i in todo.values()]
+        todo = list({k: i for i, k in enumerate(keys) if k not in memo}.items())
+        # Saved every few LM batches, not once per loader batch: an evaluation batch of 128 series is ~25 min
+        # of reads on a CPU, all lost to a stop before its end.
+        chunk = self.SAVE_EVERY_BATCHES * self.batch_size
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            series = [x_cpu[i].double().numpy() for _, i in part]
             # Rows made under inference mode (evaluation) are safe to reuse in training: `stack` copies them.
             with torch.no_grad():
                 rows = compute(series)
-            for key, (row, factor) in zip(todo, rows, strict=True):
+            for (key, _), (row, factor) in zip(part, rows, strict=True):
                 memo.put(key, row, factor)
-            self.computed += len(todo)
+            self.computed += len(part)
             memo.save()
         return memo.stack(keys).to(x.device)
 
