@@ -21,6 +21,11 @@ cd "$(dirname "$0")/.."
 max_bytes=$(( ${TSLLM_MAX_CHECKPOINT_MB:-10} * 1024 * 1024 ))
 weights_for=${TSLLM_WEIGHTS_FOR:-.}
 RESUME_STATE=(checkpoint_last.pt features.pt)  # what an unfinished run resumes from (features.pt: text readers)
+has_resume_state() {  # $1: run dir
+  local f
+  for f in "${RESUME_STATE[@]}"; do [ -f "$1/$f" ] && return 0; done
+  return 1
+}
 # Unstage the run's staged checkpoints over the cap, and its selected weights when TSLLM_WEIGHTS_FOR does
 # not name it (a reset keeps the version already committed, if any).
 drop_large_checkpoints() {  # $1: run dir
@@ -50,7 +55,7 @@ while IFS= read -r rec; do
       git add -- "$dir" && drop_large_checkpoints "$dir"
       git diff --cached --quiet -- ":(literal)$dir" || added=$((added + 1))  # an oversized file alone: none
     fi
-  elif [ "$partial" = 1 ] && { [ -f "$dir/checkpoint_last.pt" ] || [ -f "$dir/features.pt" ]; }; then
+  elif [ "$partial" = 1 ] && has_resume_state "$dir"; then
     git add -- "$dir"
     for f in "${RESUME_STATE[@]}"; do
       if [ -f "$dir/$f" ]; then git add -f -- "$dir/$f"; fi
