@@ -65,7 +65,11 @@ case "${1:-}" in
   plan2) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); tier2 | tier_total "Tier 2" ;;
   align) align_tier ;;
   plan_align) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); align_tier | tier_total "align=$ALIGN" ;;
-  commit) shift; TSLLM_WEIGHTS_FOR="$WEIGHTS_FOR" bash scripts/commit_finished.sh "$@" ;;
+  commit) shift; TSLLM_WEIGHTS_FOR="$WEIGHTS_FOR" bash scripts/commit_finished.sh "$@"
+    # New records change README's generated tables; committing them alone fails CI's freshness test, so say it.
+    $PY -m tsllm.results.readme --check > /dev/null ||
+      echo "evidence16: README's generated tables no longer match the records: run 'bash $0 report'," \
+           "update the prose numbers and commit README.md before pushing" >&2 ;;
   report)
     $PY -m tsllm.results results/runs --sweep evidence16 --reference --cost --out results/evidence16 > /dev/null
     $PY scripts/render_notebooks.py --tidy results/evidence16/tidy.csv --figures results/evidence16/figures 01 03
