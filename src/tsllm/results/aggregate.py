@@ -409,6 +409,9 @@ def cost_table(df: pd.DataFrame) -> pd.DataFrame:
 
     ``train_hours`` is the time spent in epochs, all runs added (seconds per epoch x epochs run, so a
     resumed run counts every session's epochs; loading and the final evaluations are not in it).
+    ``wall_hours`` is the wall time of the process that finished each run, all runs added: everything
+    (loading, an LLM's reads of the series as text, evaluation), but only the last session of a resumed
+    run, so it is a lower bound wherever ``resumed`` is not 0.
     """
     columns = [f"cost_{k}" for k in COST_KEYS if f"cost_{k}" in df and df[f"cost_{k}"].notna().any()]
     if not columns:
@@ -418,10 +421,15 @@ def cost_table(df: pd.DataFrame) -> pd.DataFrame:
         for column in columns:
             costed[column] = pd.to_numeric(costed[column], errors="coerce")
         costed["train_hours"] = costed.get("cost_seconds_per_epoch", math.nan) * costed["epochs_run"] / 3600
+        costed["wall_hours"] = pd.to_numeric(costed.get("wall_seconds", math.nan), errors="coerce") / 3600
+        costed["resumed"] = pd.to_numeric(costed.get("resumed_from_epoch", 0), errors="coerce").fillna(0) > 0
         table = costed.groupby(list(CELL), dropna=False).agg(
             **{"n runs": ("cell", "size")}, **{c.removeprefix("cost_"): (c, "mean") for c in columns},
-            train_hours=("train_hours", "sum")).reset_index()
+            train_hours=("train_hours", "sum"), wall_hours=("wall_hours", "sum"),
+            resumed=("resumed", "sum")).reset_index()
         table = table.sort_values(list(CELL), key=sort_key).reset_index(drop=True)
     table.attrs.update(label="cost per run, mean over the runs that report it (record['cost']); train_hours: "
-                            "seconds per epoch x epochs run, all runs added", pooled=[])
+                            "seconds per epoch x epochs run, all runs added; wall_hours: the finishing process's wall time, "
+                            "all runs added (a resumed run counts its last session only: a lower bound where "
+                            "resumed > 0)", pooled=[])
     return table
