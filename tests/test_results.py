@@ -815,7 +815,7 @@ def test_diagnostics_summary_means_the_diagnosed_runs_and_takes_the_best_probe_l
     diag = [{"diag_norm_ratio_median": 6.0, "diag_probe_read_L0": 0.5, "diag_probe_read_L1": 0.9,
              "diag_probe_read_L2": 0.8, "diag_probe_read_last": 0.8},
             {"diag_norm_ratio_median": 2.0, "diag_probe_read_L0": 0.5, "diag_probe_read_L1": 0.7,
-             "diag_probe_read_L2": 1.0, "diag_probe_read_last": 1.0}]
+             "diag_probe_read_L2": 1.0, "diag_probe_read_last": 1.0, "diag_cka_standalone_pooled_latents": 0.3}]
     records = [make_record("A", "cnn", "hybrid", s, 0.8 + 0.1 * s) for s in range(2)]
     for record, scalars in zip(records, diag, strict=True):
         record["diagnostics"] = scalars
@@ -825,6 +825,7 @@ def test_diagnostics_summary_means_the_diagnosed_runs_and_takes_the_best_probe_l
     assert table.loc["hybrid", "acc"] == pytest.approx(0.85)
     assert table.loc["hybrid", "norm ratio"] == pytest.approx(4.0)
     assert table.loc["hybrid", "probe best"] == pytest.approx((0.9 + 1.0) / 2)  # per run, then the mean
+    assert table.loc["hybrid", "CKA vs no-LLM"] == pytest.approx(0.3)  # the mean over the runs that carry it
     assert "collapse" not in table  # a diagnostic no run carries is not a column
     assert "## Diagnostics" in R.markdown_report(_frame(records, tmp_path), "val_selected")
     assert R.diagnostics_summary(_frame(records[2:], tmp_path), "val_selected").empty

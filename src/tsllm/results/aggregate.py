@@ -376,6 +376,7 @@ DIAGNOSTIC_COLUMNS: dict[str, str] = {  # shown name -> tidy column (tsllm.diagn
     "attn latents": "diag_attn_latents_mean",
     "attn first token": "diag_attn_first_token_mean",
     "CKA latents-read": "diag_cka_latents_read",
+    "CKA vs no-LLM": "diag_cka_standalone_pooled_latents",
 }
 
 
