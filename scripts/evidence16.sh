@@ -10,6 +10,7 @@
 #   bash scripts/evidence16.sh tier2                                     # Tier 2, after Tier 1
 #   ALIGN=prototypes bash scripts/evidence16.sh align | plan_align     # issue "alignment": its arm, 3 seeds
 #   bash scripts/evidence16.sh commit [--partial] "(msg)"  # commit_finished.sh, weights only for WEIGHTS_FOR
+#   bash scripts/evidence16.sh wall     # each tier's real wall time, from the records (LOG.md: plan vs real)
 #   bash scripts/evidence16.sh report   # every table and figure, from the records only: results/evidence16/
 #                                         (report.md, tidy, figures/) and README's generated tables
 set -euo pipefail
@@ -74,9 +75,21 @@ case "${1:-}" in
     $PY -m tsllm.results results/runs --sweep evidence16 --reference --cost --out results/evidence16 > /dev/null
     $PY scripts/render_notebooks.py --tidy results/evidence16/tidy.csv --figures results/evidence16/figures 01 03
     $PY -m tsllm.results.readme ;;
+  wall)  # each tier's real wall time, from the records (the cost table's wall_hours, Tier 2's cells apart)
+    $PY - <<'PY'
+from tsllm.results import cost_table, load_records
+t = cost_table(load_records("results/runs", sweeps=["evidence16"]))
+tier2 = (t["arm"].eq("llm") & t["variant"].isin(["mlp", "cnn", "resnet", "transformer"])) | \
+    t["arm"].isin(["llm[num_layers=8]", "text_icl"])
+for name, rows in (("Tier 1", t[~tier2]), ("Tier 2", t[tier2])):
+    print(f"{name}: {rows['n runs'].sum()} runs, {rows['wall_hours'].sum():.2f} h of one core in the records "
+          f"({rows['resumed'].sum()} resumed, counted from their last session: a lower bound), "
+          f"{rows['train_hours'].sum():.2f} h of it in epochs")
+PY
+    ;;
   diagnose)  # Tier 2: full diagnostics of Inception's hybrid, seed 0 (basic ones are in every hybrid record)
     for d in results/runs/evidence16/control=llm,data.name=*,encoder=inception,*seed=0,*; do  # with its no-LLM twin (CKA)
       $PY -m tsllm.diagnose --level full "$d" "${d/control=llm,/control=no_llm,}"
     done ;;
-  *) echo "usage: $0 A | B | tier2 | align | commit | report | plan1 | plan2 | plan_align | diagnose" >&2; exit 2 ;;
+  *) echo "usage: $0 A | B | tier2 | align | commit | report | plan1 | plan2 | plan_align | wall | diagnose" >&2; exit 2 ;;
 esac
