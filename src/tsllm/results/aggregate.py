@@ -422,8 +422,9 @@ def cost_table(df: pd.DataFrame) -> pd.DataFrame:
         for column in columns:
             costed[column] = pd.to_numeric(costed[column], errors="coerce")
         costed["train_hours"] = costed.get("cost_seconds_per_epoch", math.nan) * costed["epochs_run"] / 3600
-        costed["wall_hours"] = pd.to_numeric(costed.get("wall_seconds", math.nan), errors="coerce") / 3600
-        costed["resumed"] = pd.to_numeric(costed.get("resumed_from_epoch", 0), errors="coerce").fillna(0) > 0
+        # Both are tidy columns (load_records always has them), so no fallback is needed.
+        costed["wall_hours"] = pd.to_numeric(costed["wall_seconds"], errors="coerce") / 3600
+        costed["resumed"] = pd.to_numeric(costed["resumed_from_epoch"], errors="coerce").fillna(0) > 0
         table = costed.groupby(list(CELL), dropna=False).agg(
             **{"n runs": ("cell", "size")}, **{c.removeprefix("cost_"): (c, "mean") for c in columns},
             train_hours=("train_hours", "sum"), wall_hours=("wall_hours", "sum"),
