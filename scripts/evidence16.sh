@@ -7,7 +7,8 @@
 #   bash scripts/evidence16.sh plan1 | plan2   # python -m tsllm.plan of each tier at TFLOPS (default 0.063 TFLOP/s,
 #                                              the fp32 matmul rate measured on this CPU idle; README, tsllm.plan)
 #   bash scripts/evidence16.sh A &  bash scripts/evidence16.sh B &      # Tier 1, one core each
-#   bash scripts/evidence16.sh tier2                                     # Tier 2, after Tier 1
+#   bash scripts/evidence16.sh tier2 [OVERRIDES]                         # Tier 2, after Tier 1; two cores split
+#     it by datasets, e.g. tier2 'datasets.names=[Ham,Plane]' & tier2 'datasets.names=[Meat,CBF]' &
 #   ALIGN=prototypes bash scripts/evidence16.sh align | plan_align     # issue "alignment": its arm, 3 seeds
 #   bash scripts/evidence16.sh commit [--partial] "(msg)"  # commit_finished.sh, weights only for WEIGHTS_FOR
 #   bash scripts/evidence16.sh wall     # each tier's real wall time, from the records (LOG.md: plan vs real)
@@ -24,8 +25,8 @@ COMMON=(datasets=evidence16 train.selection=min_train_loss llm=smollm2_135m logg
 arm() {   # $1: control arm(s), $2: encoder(s), $3: seed(s), then any further overrides
   $PY "${VERB[@]}" -m experiment=controls control="$1" encoder="$2" seed="$3" "${COMMON[@]}" "${@:4}"
 }
-text() {  # $1: text reader (text_probe | text_icl), $2: seed(s)
-  $PY "${VERB[@]}" -m mode=text reader="$1" seed="$2" "${COMMON[@]}"
+text() {  # $1: text reader (text_probe | text_icl), $2: seed(s), then any further overrides
+  $PY "${VERB[@]}" -m mode=text reader="$1" seed="$2" "${COMMON[@]}" "${@:3}"
 }
 OURS=mlp,cnn,inception,resnet,transformer
 # The runs whose selected weights are committed: the arms that read with an LLM (only the encoder and head
@@ -52,16 +53,17 @@ tier1_B() {  # the cheap standalone arms first, so the baseline side of every pa
 align_tier() {  # the alignment option chosen on the shipped datasets, paired with Tier 1's plain LLM arm
   arm llm inception 0,1,2 align="${ALIGN:?set ALIGN to an align option, e.g. ALIGN=prototypes}"
 }
-tier2() {
-  arm llm mlp,cnn,resnet,transformer 0
-  arm truncated inception 0
-  text text_icl 0
+tier2() {  # any arguments are further overrides of every sweep; one encoder at a time, so a session that
+           # ends early leaves whole encoders finished rather than every encoder part-done
+  for encoder in mlp cnn resnet transformer; do arm llm "$encoder" 0 "$@"; done
+  arm truncated inception 0 "$@"
+  text text_icl 0 "$@"
 }
 
 case "${1:-}" in
   A) tier1_A ;;
   B) tier1_B ;;
-  tier2) tier2 ;;
+  tier2) shift; tier2 "$@" ;;
   plan1) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); { tier1_A; tier1_B; } | tier_total "Tier 1" ;;
   plan2) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); tier2 | tier_total "Tier 2" ;;
   align) align_tier ;;
