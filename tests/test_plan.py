@@ -82,10 +82,12 @@ def test_llama31_8b_falls_back_to_its_published_dimensions() -> None:
         assert getattr(config, key) == value == bundled.get(key, value), key
 
 
-@pytest.mark.parametrize("encoder", ["cnn", "mlp"])
-def test_plan_agrees_with_a_real_one_epoch_run(encoder: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("encoder,selection", [("cnn", "val"), ("mlp", "val"), ("mlp", "min_train_loss")])
+def test_plan_agrees_with_a_real_one_epoch_run(encoder: str, selection: str, tmp_path: Path) -> None:
+    # min_train_loss trains on all of TRAIN (67 series, 3 steps) where val holds 13 out (54, 2 steps).
     overrides = ["mode=hybrid", "llm=tiny_random", f"encoder={encoder}", "encoder.num_tokens=2", "train.epochs=1",
-                 "logger=none", "data.name=ItalyPowerDemand", "diagnostics=none"]  # the plan counts training and evaluation
+                 f"train.selection={selection}", "logger=none", "data.name=ItalyPowerDemand",
+                 "diagnostics=none"]  # the plan counts training and evaluation
     runs, _ = P.plan(overrides)
     assert len(runs) == 1
     counter = FlopCounterMode(display=False)

@@ -40,7 +40,7 @@ from tsllm.backbone import LLMSpec, freeze, load_config
 from tsllm.data import UCR2015_85, DataError, load_ucr, register_resolvers, resolve_dataset_set
 from tsllm.flops import count_forward_flops, count_train_step_flops
 from tsllm.records import config_hash
-from tsllm.train import CONF_DIR
+from tsllm.train import CONF_DIR, val_fraction_of
 
 log = logging.getLogger("tsllm.plan")
 register_resolvers()
@@ -71,10 +71,13 @@ def sizes_table() -> dict[str, dict[str, int]]:
     return json.loads(resources.files("tsllm").joinpath("assets/ucr2015_sizes.json").read_text())["datasets"]
 
 
-def dataset_shape(name: str, data_cfg: DictConfig, seed: int) -> Shape:
-    """Sizes from the data itself when it can be read, else from the bundled UCR 2015 table."""
+def dataset_shape(name: str, data_cfg: DictConfig, seed: int, val_fraction: float) -> Shape:
+    """Sizes from the data itself when it can be read, else from the bundled UCR 2015 table.
+
+    ``val_fraction`` is the run's own (`tsllm.train.val_fraction_of`), which can differ from data_cfg's.
+    """
     try:
-        d = load_ucr(name, data_cfg.root, normalise=data_cfg.normalise, val_fraction=data_cfg.val_fraction,
+        d = load_ucr(name, data_cfg.root, normalise=data_cfg.normalise, val_fraction=val_fraction,
                      seed=seed, missing=data_cfg.missing)
         n_val = 0 if d.val is None else len(d.val.y)
         return Shape(len(d.train.y), n_val, len(d.test.y), d.n_channels, d.length, d.num_classes, "data")
@@ -86,7 +89,7 @@ def dataset_shape(name: str, data_cfg: DictConfig, seed: int) -> Shape:
     row = table[name]
     n, k = row["n_train"], row["num_classes"]
     # The split rule of tsllm.data.splits.stratified_split (class counts unknown here: assumed >= 2 each).
-    n_val = max(k, math.floor(data_cfg.val_fraction * n + 0.5)) if data_cfg.val_fraction > 0 else 0
+    n_val = max(k, math.floor(val_fraction * n + 0.5)) if val_fraction > 0 else 0
     if n - n_val < k:
         n_val = 0
     return Shape(n - n_val, n_val, row["n_test"], row["n_channels"], row["length"], k, "table")
@@ -447,9 +450,11 @@ def plan(overrides: list[str]) -> tuple[pd.DataFrame, set[str]]:
             if key in seen:
                 continue
             seen.add(key)
-            data_key = (name, json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True), cfg.seed)
+            val_fraction = val_fraction_of(cfg)
+            data_key = (name, json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True), cfg.seed,
+                        val_fraction)
             if data_key not in shapes:
-                shapes[data_key] = dataset_shape(name, cfg.data, cfg.seed)
+                shapes[data_key] = dataset_shape(name, cfg.data, cfg.seed, val_fraction)
             shape = shapes[data_key]
             rows.append({"dataset": name, "encoder": cfg.encoder.name, "mode": _mode_of(cfg),
                          "llm": cfg.llm.name if _mode_of(cfg) != "standalone" else None, "lr": cfg.train.lr,

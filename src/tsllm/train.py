@@ -135,14 +135,18 @@ def offline_if_hub_unreachable(name_or_path: str | None, timeout: float = 3.0) -
     return True
 
 
+def val_fraction_of(cfg: DictConfig) -> float:
+    """The share of TRAIN a run holds out for validation (tsllm.plan sizes its runs with it too)."""
+    # min_train_loss selects on TRAIN itself, so it trains on all of it: no validation carve-out.
+    return 0.0 if cfg.train.selection == "min_train_loss" else cfg.data.val_fraction
+
+
 def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dict[str, Any] | None,
            tracker: Any) -> None:
     """Load data, build the model, fit; fills `record` in place so a failure keeps what was known."""
     train_cfg = TrainConfig.from_cfg(cfg.train)  # bad option values fail here, before data or model
     seed_everything(cfg.seed)
-    # min_train_loss selects on TRAIN itself, so it trains on all of it: no validation carve-out.
-    val_fraction = 0.0 if train_cfg.selection == "min_train_loss" else cfg.data.val_fraction
-    data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise, val_fraction=val_fraction,
+    data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise, val_fraction=val_fraction_of(cfg),
                     seed=cfg.seed, missing=cfg.data.missing)
     if previous is not None and previous.get("data", {}).get("sha256") != data.meta.get("sha256"):
         raise RunDirConflict(f"{run_dir}: the dataset files changed since this run started (checksum differs)")
