@@ -21,6 +21,7 @@ from tsllm.diagnostics import (
     DiagnosticsError,
     collapse,
     diagnostics_table,
+    layer_chosen_on_train,
     layer_probes,
     linear_cka,
     llm_states,
@@ -178,6 +179,19 @@ def test_probes_one_per_layer_and_separable_at_the_last(reader: LLMReader) -> No
     assert accs[-1] >= 0.95
 
 
+def test_the_layer_is_chosen_within_train_and_only_a_rare_class_defeats_it() -> None:
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    noise = rng.normal(size=(60, 8))
+    signal = noise.copy()
+    signal[:, 0] += 4 * y  # the class is readable at layer 1 only
+    layer, scores = layer_chosen_on_train([noise, signal, rng.normal(size=(60, 8))], y)
+    assert layer == 1 and len(scores) == 3 and scores[1] > 0.9 > max(scores[0], scores[2])
+    assert all(0 <= s <= 1 for s in scores)
+    lone = np.r_[np.zeros(59, int), 1]  # one series of class 1: no stratified fold can hold it out
+    assert layer_chosen_on_train([noise, signal], lone)[0] is None
+
+
 # ----------------------------------------------------------------------------- finished runs
 
 
@@ -201,6 +215,9 @@ def test_summary_scalars_are_flat_floats(runs: dict[str, Path]) -> None:
     assert all(isinstance(v, float) for v in scalars.values())
     assert {f"diag_probe_read_L{i}" for i in range(n_layers + 1)} <= set(scalars)
     assert {"diag_norm_ratio_median", "diag_attn_latents_mean", "diag_cka_latents_read"} <= set(scalars)
+    layer = int(scalars["diag_probe_read_train_layer"])
+    assert 0 <= layer <= n_layers
+    assert scalars["diag_probe_read_train_chosen"] == scalars[f"diag_probe_read_L{layer}"]
 
 
 def test_level_auto_is_basic_for_llm_readers_and_none_otherwise(runs: dict[str, Path]) -> None:

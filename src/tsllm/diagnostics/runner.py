@@ -27,7 +27,7 @@ from tsllm.diagnostics.llm_pass import (
     llm_states,
 )
 from tsllm.diagnostics.maps import save_map
-from tsllm.diagnostics.probes import layer_probes, probe_accuracy
+from tsllm.diagnostics.probes import layer_chosen_on_train, layer_probes, probe_accuracy
 from tsllm.diagnostics.runs import DiagnosticsError, tokenizer_of
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,11 @@ def full(model: nn.Module, data: DatasetSplits, train_lat: Tensor, test_lat: Ten
     tr = _states(reader, train_lat, batch_size)
     with eager_attention(reader.llm):
         te = _states(reader, test_lat, batch_size, attention=True, lens_k=lens_k)
-    out["probes"]["read"] = layer_probes(tr["read"], train_y, te["read"], test_y)
-    out["probes"]["latent_mean"] = layer_probes(tr["latent_mean"], train_y, te["latent_mean"], test_y)
+    for kind in ("read", "latent_mean"):
+        curve = out["probes"][kind] = layer_probes(tr[kind], train_y, te[kind], test_y)
+        layer, scores = layer_chosen_on_train(tr[kind], train_y)
+        out["probes"][f"{kind}_train_cv"] = scores
+        out["probes"][f"{kind}_chosen_on_train"] = {"layer": layer, "test": None if layer is None else curve[layer]}
     shares = te["attention"].mean(axis=0)  # (layers, spans)
     out["attention"] = {span: shares[:, i].tolist() for i, span in enumerate(SPANS + EXTRA)}
     out["attention"]["note"] = ("share of attention from the read (last) position, mean over heads and TEST series; "
@@ -187,7 +190,9 @@ def run_diagnostics(model: nn.Module, data: DatasetSplits, run_dir: str | Path, 
                                     classes=data.classes, meta=data.meta)
             more, reps = full(model, trimmed, train_lat, test_lat, tokenizer, batch_size)
             result.update(more)
-            result["probes"]["note"] = "logistic regression fit on TRAIN features, scored on TEST once"
+            result["probes"]["note"] = ("logistic regression fit on TRAIN features, scored on TEST once; "
+                                        "*_chosen_on_train: the layer of best 5-fold accuracy within TRAIN "
+                                        "(*_train_cv), its TEST score")
             if figures and len(test.y) >= 5:
                 save_map(reps, test.y, data.classes, run_dir / MAP_FILE, title=f"{data.name} TEST, t-SNE")
                 result["figures"] = [MAP_FILE]
@@ -253,6 +258,9 @@ def summary_scalars(diag: dict[str, Any]) -> dict[str, float]:
         if curve:
             put(f"probe_{kind}_last", curve[-1])
             put(f"probe_{kind}_best_layer", int(np.nanargmax(curve)))
+        chosen = probes.get(f"{kind}_chosen_on_train") or {}
+        put(f"probe_{kind}_train_layer", chosen.get("layer"))
+        put(f"probe_{kind}_train_chosen", chosen.get("test"))
     for span in SPANS + EXTRA:
         shares = diag.get("attention", {}).get(span) or []
         for i, s in enumerate(shares):
