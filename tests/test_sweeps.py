@@ -301,5 +301,5 @@ def test_commit_finished_partial_keeps_a_text_runs_llm_reads_until_it_finishes(t
     (run / "record.json").write_text(json.dumps({"status": "finished"}, indent=1))
     done = subprocess.run(["bash", script, "(done)"], capture_output=True, text=True, env=env)
     assert "1 finished run(s)" in done.stdout, done.stderr
-    assert not {p for p in tracked() if p.endswith((".pt"))}
+    assert not {p for p in tracked() if p.endswith(".pt")}
     assert (run / "features.pt").exists()  # untracked, not deleted
