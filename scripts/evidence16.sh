@@ -11,7 +11,8 @@
 #     it by datasets, e.g. tier2 'datasets.names=[Ham,Plane]' & tier2 'datasets.names=[Meat,CBF]' &
 #   ALIGN=prototypes bash scripts/evidence16.sh align | plan_align     # issue "alignment": its arm, 3 seeds
 #   bash scripts/evidence16.sh commit [--partial] "(msg)"  # commit_finished.sh, weights only for WEIGHTS_FOR
-#   bash scripts/evidence16.sh wall     # each tier's real wall time, from the records (LOG.md: plan vs real)
+#   bash scripts/evidence16.sh wall     # each tier's plan beside its real wall time in the records (LOG.md;
+#                                         minutes: it plans every tier again)
 #   bash scripts/evidence16.sh report   # every table and figure, from the records only: results/evidence16/
 #                                         (report.md, tidy, figures/) and README's generated tables
 set -euo pipefail
@@ -33,9 +34,16 @@ OURS=mlp,cnn,inception,resnet,transformer
 # are saved: 1.4 MB) and the no-LLM Inception of seed 0, the twin `diagnose` compares with (CKA). The rest
 # stay on the machine; the attention control's weights are 6.7 MB a run (48 runs: 320 MB).
 WEIGHTS_FOR='/control=(llm|random_llm|truncated),|/control=no_llm,.*encoder=inception,.*seed=0,'
-tier_total() {  # $1: tier name; passes the plans through and adds up their "total: ... H hours" lines
-  awk -v tier="$1" '{ print } /^total:/ { for (i = 2; i <= NF; i++) if ($i == "hours") h += $(i - 1) }
-                    END { printf "%s total: %.2f hours at the rate above (the plans above, added)\n", tier, h }'
+tier_total() {  # $1: tier name; passes the plans through and adds up their "total:" lines (planned hours, and
+                # with --records the finished runs and their real hours)
+  awk -v tier="$1" '{ print } /^total:/ { for (i = 2; i <= NF; i++) {
+      if ($i == "hours" && $(i + 1) == "at") h += $(i - 1)
+      if ($i == "finished,") { f += $(i - 3); n += $(i - 1) }
+      if ($i == "real" && $(i + 1) == "hours") { r += $(i - 1); real = 1 }
+      if ($i == "resumed:") { s = $(i - 1); sub(/^\(/, "", s); res += s } } }
+    END { printf "%s total: %.2f hours at the rate above (the plans above, added)", tier, h
+          if (real) printf "; %d of %d runs finished, %.2f real hours in their records (%d resumed: a lower bound)", f, n, r, res
+          print "" }'
 }
 
 tier1_A() {  # the long pole first: each Inception hybrid seed is ~2.3 h of one core
@@ -77,18 +85,9 @@ case "${1:-}" in
     $PY -m tsllm.results results/runs --sweep evidence16 --reference --cost --out results/evidence16 > /dev/null
     $PY scripts/render_notebooks.py --tidy results/evidence16/tidy.csv --figures results/evidence16/figures 01 03
     $PY -m tsllm.results.readme ;;
-  wall)  # each tier's real wall time, from the records (the cost table's wall_hours, Tier 2's cells apart)
-    $PY - <<'PY'
-from tsllm.results import cost_table, load_records
-t = cost_table(load_records("results/runs", sweeps=["evidence16"]))
-tier2 = (t["arm"].eq("llm") & t["variant"].isin(["mlp", "cnn", "resnet", "transformer"])) | \
-    t["arm"].isin(["llm[num_layers=8]", "text_icl"])
-for name, rows in (("Tier 1", t[~tier2]), ("Tier 2", t[tier2])):
-    print(f"{name}: {rows['n runs'].sum()} runs, {rows['wall_hours'].sum():.2f} h of one core in the records "
-          f"({rows['resumed'].sum()} resumed, counted from their last session: a lower bound), "
-          f"{rows['train_hours'].sum():.2f} h of it in epochs")
-PY
-    ;;
+  wall)  # each tier's plan beside the real wall time of its finished runs, from the same tier definitions
+    VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}" --records results/runs/evidence16)
+    { tier1_A; tier1_B; } | tier_total "Tier 1"; tier2 | tier_total "Tier 2" ;;
   diagnose)  # Tier 2: full diagnostics of Inception's hybrid, seed 0 (basic ones are in every hybrid record)
     for d in results/runs/evidence16/control=llm,data.name=*,encoder=inception,*seed=0,*; do  # with its no-LLM twin (CKA)
       $PY -m tsllm.diagnose --level full "$d" "${d/control=llm,/control=no_llm,}"

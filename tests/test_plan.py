@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from tsllm.data import load_ucr
 from tsllm.flops import count_forward_flops, count_train_step_flops
 from tsllm.train import CONF_DIR, run
 
-from conftest import make_cfg
+from conftest import FAST, make_cfg
 
 
 def test_llm_forward_is_two_flops_per_parameter_per_token() -> None:
@@ -105,6 +106,19 @@ def test_plan_cli_prints_cells_flops_and_hours(capsys: pytest.CaptureFixture) ->
                    "data.name=ItalyPowerDemand"]) == 0
     out = capsys.readouterr().out
     assert "2 cells, 2 distinct runs" in out and "hours at 100 TFLOP/s (given)" in out
+
+
+def test_plan_beside_records_gives_each_finished_runs_wall_time(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    record = run(make_cfg("mode=standalone", "encoder=mlp"), run_dir=tmp_path / "runs" / "mlp")
+    overrides = [*FAST, "mode=standalone", "encoder=mlp,cnn"]  # the cnn cell has no record
+    assert P.main(["--tflops", "1", "--records", str(tmp_path / "runs"), *overrides]) == 0
+    out = capsys.readouterr().out
+    assert f"records: 1 of 2 finished, {record['wall_seconds'] / 3600:.3g} real hours (0 resumed" in out
+    runs, _ = P.plan(overrides)
+    matched = P.with_records(runs, tmp_path / "runs").set_index("encoder")
+    assert matched.loc["mlp", "real_hours"] == pytest.approx(record["wall_seconds"] / 3600)
+    assert math.isnan(matched.loc["cnn", "real_hours"]) and not matched.loc["mlp", "resumed"]
 
 
 def test_plan_names_an_unknown_dataset(caplog: pytest.LogCaptureFixture) -> None:

@@ -8,6 +8,8 @@ run's FLOPs = epochs x (TRAIN series x training FLOPs per series + BatchNorm ref
 forwards) + the final evaluations, from FLOPs counted on one real step (or on the meta device for an LLM
 that does not fit here) with `tsllm.flops`. Early stopping is ignored: the figure is an upper bound.
 Dataset sizes come from the data when it is under data.root, else from the bundled UCR 2015 summary.
+With `--records DIR`, each planned run is matched by config hash to its finished record there, and the
+summary shows the wall hours those records took beside the plan.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
@@ -456,11 +459,25 @@ def plan(overrides: list[str]) -> tuple[pd.DataFrame, set[str]]:
             if data_key not in shapes:
                 shapes[data_key] = dataset_shape(name, cfg.data, cfg.seed, val_fraction)
             shape = shapes[data_key]
-            rows.append({"dataset": name, "encoder": cfg.encoder.name, "mode": _mode_of(cfg),
+            rows.append({"config_hash": key, "dataset": name, "encoder": cfg.encoder.name, "mode": _mode_of(cfg),
                          "llm": cfg.llm.name if _mode_of(cfg) != "standalone" else None, "lr": cfg.train.lr,
                          "epochs": cfg.train.epochs, "n_train": shape.n_train, "sizes_from": shape.source,
                          "cell": " ".join(rest), **run_flops(cfg, shape, counter, name)})
     return pd.DataFrame(rows), counter.notes | {f"{len(cells)} cells, {len(rows)} distinct runs"}
+
+
+def with_records(runs: pd.DataFrame, records: str | Path) -> pd.DataFrame:
+    """The planned runs with what their finished records under `records` say they cost, matched by config hash.
+
+    ``real_hours`` is the record's wall time (NaN where the run has not finished); ``resumed`` marks a run
+    whose record counts only its last session, so the real figure is a lower bound there.
+    """
+    from tsllm.results import load_records
+
+    done = load_records(records).drop_duplicates("config_hash").set_index("config_hash")
+    real = done.reindex(runs["config_hash"])
+    return runs.assign(real_hours=pd.to_numeric(real["wall_seconds"], errors="coerce").to_numpy() / 3600,
+                       resumed=pd.to_numeric(real["resumed_from_epoch"], errors="coerce").fillna(0).to_numpy() > 0)
 
 
 def cpu_throughput(seconds: float = 1.0, n: int = 1024) -> float:
@@ -479,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tflops", type=float, default=None,
                         help="sustained throughput in TFLOP/s (a GPU's); default: measured on this CPU")
     parser.add_argument("--csv", default=None, help="also write one row per run to this CSV")
+    parser.add_argument("--records", default=None,
+                        help="a folder of run records (a sweep's): beside the plan, the wall time its finished runs took")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -486,20 +505,28 @@ def main(argv: list[str] | None = None) -> int:
     except (PlanError, DataError) as e:
         log.error("%s", e)
         return 2
+    if args.records is not None:
+        runs = with_records(runs, args.records)
     if args.tflops is not None:
         rate, what = args.tflops * 1e12, f"{args.tflops:g} TFLOP/s (given)"
     else:
         rate = cpu_throughput()
         what = f"{rate / 1e9:.1f} GFLOP/s (float32 matmul measured on this CPU now)"
+    real = {"finished": ("real_hours", "count"), "real_hours": ("real_hours", "sum")} if args.records else {}
     summary = runs.groupby(["encoder", "mode"], dropna=False).agg(runs=("flops", "size"), steps=("steps", "sum"),
-                                                                  flops=("flops", "sum"))
-    summary["hours"] = summary["flops"] / rate / 3600
+                                                                  flops=("flops", "sum"), **real)
+    summary.insert(3, "hours", summary["flops"] / rate / 3600)
     total = runs["flops"].sum()
     for note in sorted(notes):
         print(f"note: {note}")
     print(summary.to_string(float_format=lambda v: f"{v:.3g}"))
-    print(f"total: {len(runs)} runs on {runs['dataset'].nunique()} datasets, {total:.3e} FLOPs, "
-          f"{total / rate / 3600:.3g} hours at {what}")
+    line = (f"total: {len(runs)} runs on {runs['dataset'].nunique()} datasets, {total:.3e} FLOPs, "
+            f"{total / rate / 3600:.3g} hours at {what}")
+    if args.records:
+        finished = runs["real_hours"].notna()
+        line += (f"; records: {finished.sum()} of {len(runs)} finished, {runs['real_hours'].sum():.3g} real hours "
+                 f"({(finished & runs['resumed']).sum()} resumed: their last session only, a lower bound)")
+    print(line)
     if args.csv:
         runs.to_csv(args.csv, index=False)
     return 0
