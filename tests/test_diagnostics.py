@@ -21,7 +21,7 @@ from tsllm.diagnostics import (
     DiagnosticsError,
     collapse,
     diagnostics_table,
-    layer_chosen_on_train,
+    layer_chosen_without_test,
     layer_probes,
     linear_cka,
     llm_states,
@@ -179,17 +179,24 @@ def test_probes_one_per_layer_and_separable_at_the_last(reader: LLMReader) -> No
     assert accs[-1] >= 0.95
 
 
-def test_the_layer_is_chosen_within_train_and_only_a_rare_class_defeats_it() -> None:
+def test_the_probe_layer_is_chosen_on_validation_or_within_train_never_on_test() -> None:
     rng = np.random.default_rng(0)
     y = np.arange(60) % 3
-    noise = rng.normal(size=(60, 8))
-    signal = noise.copy()
-    signal[:, 0] += 4 * y  # the class is readable at layer 1 only
-    layer, scores = layer_chosen_on_train([noise, signal, rng.normal(size=(60, 8))], y)
-    assert layer == 1 and len(scores) == 3 and scores[1] > 0.9 > max(scores[0], scores[2])
-    assert all(0 <= s <= 1 for s in scores)
+
+    def layers(n: int, readable: int) -> list[np.ndarray]:  # the class is readable at one layer only
+        out = [rng.normal(size=(n, 8)) for _ in range(3)]
+        out[readable][:, 0] += 6 * (np.arange(n) % 3)
+        return out
+
+    layer, scores, how = layer_chosen_without_test(layers(60, 1), y)
+    assert (layer, how) == (1, "5-fold CV within TRAIN") and scores[1] > 0.8 > 0.6 > max(scores[0], scores[2])
+    # A validation split decides when there is one: here it reads the class at layer 2, TRAIN at layer 1 and 2.
+    train = layers(60, 1)
+    train[2][:, 0] += 6 * y
+    layer, scores, how = layer_chosen_without_test(train, y, layers(60, 2), y)
+    assert (layer, how) == (2, "validation") and all(0 <= s <= 1 for s in scores)
     lone = np.r_[np.zeros(59, int), 1]  # one series of class 1: no stratified fold can hold it out
-    assert layer_chosen_on_train([noise, signal], lone)[0] is None
+    assert layer_chosen_without_test(layers(60, 1), lone)[0] is None
 
 
 # ----------------------------------------------------------------------------- finished runs
@@ -208,6 +215,21 @@ def test_diagnostics_of_a_finished_run_are_identical_twice(runs: dict[str, Path]
     assert len(first["logit_lens"]) == n_layers + 1 and len(first["nearest_tokens"]["per_position"]) == 3
 
 
+def test_a_run_on_all_of_train_is_diagnosed_on_the_splits_it_trained_on(tmp_path: Path,
+                                                                        runs: dict[str, Path]) -> None:
+    # min_train_loss trains on all of TRAIN: rebuilding it with the data's 20 % validation share would fit
+    # the probes on a TRAIN the run never had, and choose their layer on series it trained on.
+    record = run(make_cfg("mode=hybrid", "llm=tiny_random", "encoder=mlp", "train.selection=min_train_loss"),
+                 run_dir=tmp_path / "all_train")
+    model, data, _ = load_run(tmp_path / "all_train")
+    assert data.val is None and len(data.train.y) == record["data"]["n_train"] == 67
+    chosen = run_diagnostics(model, data, tmp_path / "all_train", "full")["probes"]["read_chosen_without_test"]
+    assert chosen["by"] == "5-fold CV within TRAIN"
+    model, data, _ = load_run(runs["hybrid"])  # a validation-selected run chooses on its validation split
+    assert run_diagnostics(model, data, runs["hybrid"], "full", max_series=40)["probes"][
+        "read_chosen_without_test"]["by"] == "validation"
+
+
 def test_summary_scalars_are_flat_floats(runs: dict[str, Path]) -> None:
     model, data, _ = load_run(runs["hybrid"])
     scalars = summary_scalars(run_diagnostics(model, data, runs["hybrid"], "full", max_series=40))
@@ -215,9 +237,9 @@ def test_summary_scalars_are_flat_floats(runs: dict[str, Path]) -> None:
     assert all(isinstance(v, float) for v in scalars.values())
     assert {f"diag_probe_read_L{i}" for i in range(n_layers + 1)} <= set(scalars)
     assert {"diag_norm_ratio_median", "diag_attn_latents_mean", "diag_cka_latents_read"} <= set(scalars)
-    layer = int(scalars["diag_probe_read_train_layer"])
+    layer = int(scalars["diag_probe_read_chosen_layer"])
     assert 0 <= layer <= n_layers
-    assert scalars["diag_probe_read_train_chosen"] == scalars[f"diag_probe_read_L{layer}"]
+    assert scalars["diag_probe_read_chosen"] == scalars[f"diag_probe_read_L{layer}"]
 
 
 def test_level_auto_is_basic_for_llm_readers_and_none_otherwise(runs: dict[str, Path]) -> None:

@@ -49,6 +49,15 @@ def _one_of(option: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{option}={value!r}: expected one of {', '.join(allowed)}")
 
 
+def val_fraction_of(cfg: Any) -> float:
+    """The share of TRAIN a run holds out for validation, from its whole config (data + train).
+
+    min_train_loss selects on TRAIN itself, so it trains on all of it: no validation carve-out. Every
+    place that rebuilds a run's splits (training, tsllm.plan, tsllm.diagnose) asks this one function.
+    """
+    return 0.0 if cfg.train.selection == "min_train_loss" else cfg.data.val_fraction
+
+
 @dataclass
 class TrainConfig:
     """What conf/train/*.yaml holds; also the typed schema Hydra checks the YAML against."""

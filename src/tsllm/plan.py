@@ -42,8 +42,9 @@ from torch import nn
 from tsllm.backbone import LLMSpec, freeze, load_config
 from tsllm.data import UCR2015_85, DataError, load_ucr, register_resolvers, resolve_dataset_set
 from tsllm.flops import count_forward_flops, count_train_step_flops
+from tsllm.loop import val_fraction_of
 from tsllm.records import config_hash
-from tsllm.train import CONF_DIR, val_fraction_of
+from tsllm.train import CONF_DIR
 
 log = logging.getLogger("tsllm.plan")
 register_resolvers()
@@ -77,7 +78,7 @@ def sizes_table() -> dict[str, dict[str, int]]:
 def dataset_shape(name: str, data_cfg: DictConfig, seed: int, val_fraction: float) -> Shape:
     """Sizes from the data itself when it can be read, else from the bundled UCR 2015 table.
 
-    ``val_fraction`` is the run's own (`tsllm.train.val_fraction_of`), which can differ from data_cfg's.
+    ``val_fraction`` is the run's own (`tsllm.loop.val_fraction_of`), which can differ from data_cfg's.
     """
     try:
         d = load_ucr(name, data_cfg.root, normalise=data_cfg.normalise, val_fraction=val_fraction,

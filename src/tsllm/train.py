@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tsllm.backbone import BackboneError
 from tsllm.data import DataError, load_ucr, register_resolvers
-from tsllm.loop import TrainConfig, fit, seed_everything
+from tsllm.loop import TrainConfig, fit, seed_everything, val_fraction_of
 from tsllm.model import build_model, parameter_counts, reader_mode
 from tsllm.records import (
     RunDirConflict,
@@ -133,12 +133,6 @@ def offline_if_hub_unreachable(name_or_path: str | None, timeout: float = 3.0) -
     os.environ["HF_HUB_OFFLINE"] = "1"
     hub.HF_HUB_OFFLINE = True  # read at import time by huggingface_hub and transformers
     return True
-
-
-def val_fraction_of(cfg: DictConfig) -> float:
-    """The share of TRAIN a run holds out for validation (tsllm.plan sizes its runs with it too)."""
-    # min_train_loss selects on TRAIN itself, so it trains on all of it: no validation carve-out.
-    return 0.0 if cfg.train.selection == "min_train_loss" else cfg.data.val_fraction
 
 
 def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dict[str, Any] | None,

@@ -6,7 +6,7 @@ finished run; `summary_scalars` flattens the scalars for the tidy table; `diagno
 
 from tsllm.diagnostics.geometry import collapse, linear_cka, nearest_tokens, norm_stats, top1_agreement
 from tsllm.diagnostics.llm_pass import SPANS, is_llm_reader, llm_states, reader_sequence
-from tsllm.diagnostics.probes import layer_chosen_on_train, layer_probes, probe_accuracy
+from tsllm.diagnostics.probes import layer_chosen_without_test, layer_probes, probe_accuracy
 from tsllm.diagnostics.runner import (
     FILE,
     LEVELS,
@@ -21,7 +21,7 @@ from tsllm.diagnostics.table import diagnostics_table
 
 __all__ = [
     "FILE", "LEVELS", "SPANS", "DiagnosticsError", "collapse", "cross_run_cka", "diagnostics_table",
-    "is_llm_reader", "layer_chosen_on_train", "layer_probes", "linear_cka", "llm_states", "load_run", "nearest_tokens",
+    "is_llm_reader", "layer_chosen_without_test", "layer_probes", "linear_cka", "llm_states", "load_run", "nearest_tokens",
     "norm_stats", "not_applicable_message", "probe_accuracy", "reader_sequence", "resolve_level",
     "run_diagnostics", "summary_scalars", "top1_agreement",
 ]

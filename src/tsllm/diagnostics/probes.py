@@ -31,13 +31,22 @@ def cv_accuracy(x: np.ndarray, y: np.ndarray, folds: int = CV_FOLDS) -> float:
     return float(cross_val_score(_probe(), x, y, cv=StratifiedKFold(k, shuffle=True, random_state=0)).mean())
 
 
-def layer_chosen_on_train(train_layers: list[np.ndarray], train_y: np.ndarray) -> tuple[int | None, list[float]]:
-    """The layer whose probe cross-validates best within TRAIN (the shallowest on ties), and every layer's score.
+def layer_chosen_without_test(train_layers: list[np.ndarray], train_y: np.ndarray,
+                              val_layers: list[np.ndarray] | None = None,
+                              val_y: np.ndarray | None = None) -> tuple[int | None, list[float], str]:
+    """(the layer whose probe scores best without TEST, every layer's score, how it was scored).
 
+    With a validation split, probes fit on TRAIN are scored on it: series the encoder never trained on.
+    Without one (train.selection=min_train_loss trains on all of TRAIN), by k-fold CV within TRAIN, which
+    the encoder has fit, so late layers tend to tie near 1.0; ties go to the shallowest layer. Either way
     TEST plays no part, so the chosen layer's TEST probe is a result, where the best layer on TEST is a bound.
     """
-    scores = [cv_accuracy(x, train_y) for x in train_layers]
-    return (None if np.all(np.isnan(scores)) else int(np.nanargmax(scores))), scores
+    if val_layers is not None:
+        scores = [probe_accuracy(a, train_y, v, val_y) for a, v in zip(train_layers, val_layers, strict=True)]
+        how = "validation"
+    else:
+        scores, how = [cv_accuracy(x, train_y) for x in train_layers], f"{CV_FOLDS}-fold CV within TRAIN"
+    return (None if np.all(np.isnan(scores)) else int(np.nanargmax(scores))), scores, how
 
 
 def layer_probes(train_layers: list[np.ndarray], train_y: np.ndarray, test_layers: list[np.ndarray],

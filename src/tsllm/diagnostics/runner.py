@@ -27,7 +27,7 @@ from tsllm.diagnostics.llm_pass import (
     llm_states,
 )
 from tsllm.diagnostics.maps import save_map
-from tsllm.diagnostics.probes import layer_chosen_on_train, layer_probes, probe_accuracy
+from tsllm.diagnostics.probes import layer_chosen_without_test, layer_probes, probe_accuracy
 from tsllm.diagnostics.runs import DiagnosticsError, tokenizer_of
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,11 @@ def basic(model: nn.Module, latents: Tensor, labels: np.ndarray, tokenizer: Any,
 
 
 def full(model: nn.Module, data: DatasetSplits, train_lat: Tensor, test_lat: Tensor, tokenizer: Any,
-         batch_size: int, lens_k: int = 5) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Probes, attention mass, logit lens and CKA; returns (results, TEST representations for maps/CKA)."""
+         batch_size: int, lens_k: int = 5, val_lat: Tensor | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Probes, attention mass, logit lens and CKA; returns (results, TEST representations for maps/CKA).
+
+    ``val_lat`` (the validation split's latents, when the run has one) chooses the probe layer without TEST.
+    """
     train_y, test_y = data.train.y, data.test.y
     pooled_train, pooled_test = train_lat.mean(dim=1).numpy(), test_lat.mean(dim=1).numpy()
     out: dict[str, Any] = {"probes": {"pooled_latents": probe_accuracy(pooled_train, train_y, pooled_test, test_y)}}
@@ -139,11 +142,13 @@ def full(model: nn.Module, data: DatasetSplits, train_lat: Tensor, test_lat: Ten
     tr = _states(reader, train_lat, batch_size)
     with eager_attention(reader.llm):
         te = _states(reader, test_lat, batch_size, attention=True, lens_k=lens_k)
+    va = _states(reader, val_lat, batch_size) if val_lat is not None else None
     for kind in ("read", "latent_mean"):
         curve = out["probes"][kind] = layer_probes(tr[kind], train_y, te[kind], test_y)
-        layer, scores = layer_chosen_on_train(tr[kind], train_y)
-        out["probes"][f"{kind}_train_cv"] = scores
-        out["probes"][f"{kind}_chosen_on_train"] = {"layer": layer, "test": None if layer is None else curve[layer]}
+        layer, scores, how = layer_chosen_without_test(tr[kind], train_y, *((None, None) if va is None else
+                                                                           (va[kind], data.val.y)))
+        out["probes"][f"{kind}_chosen_without_test"] = {"layer": layer, "by": how, "scores": scores,
+                                                        "test": None if layer is None else curve[layer]}
     shares = te["attention"].mean(axis=0)  # (layers, spans)
     out["attention"] = {span: shares[:, i].tolist() for i, span in enumerate(SPANS + EXTRA)}
     out["attention"]["note"] = ("share of attention from the read (last) position, mean over heads and TEST series; "
@@ -185,14 +190,15 @@ def run_diagnostics(model: nn.Module, data: DatasetSplits, run_dir: str | Path, 
             result["not_applicable"] = list(LLM_ONLY)
         result.update(basic(model, test_lat, test.y, tokenizer))
         if level == "full":
-            train_lat = encode(model, subset(data.train, max_series), batch_size)
-            trimmed = DatasetSplits(name=data.name, train=subset(data.train, max_series), val=None, test=test,
+            val = None if data.val is None else subset(data.val, max_series)
+            trimmed = DatasetSplits(name=data.name, train=subset(data.train, max_series), val=val, test=test,
                                     classes=data.classes, meta=data.meta)
-            more, reps = full(model, trimmed, train_lat, test_lat, tokenizer, batch_size)
+            more, reps = full(model, trimmed, encode(model, trimmed.train, batch_size), test_lat, tokenizer,
+                              batch_size, val_lat=None if val is None else encode(model, val, batch_size))
             result.update(more)
             result["probes"]["note"] = ("logistic regression fit on TRAIN features, scored on TEST once; "
-                                        "*_chosen_on_train: the layer of best 5-fold accuracy within TRAIN "
-                                        "(*_train_cv), its TEST score")
+                                        "*_chosen_without_test: the layer of best score without TEST (by: on "
+                                        "validation, or k-fold CV within TRAIN), its TEST score")
             if figures and len(test.y) >= 5:
                 save_map(reps, test.y, data.classes, run_dir / MAP_FILE, title=f"{data.name} TEST, t-SNE")
                 result["figures"] = [MAP_FILE]
@@ -258,9 +264,9 @@ def summary_scalars(diag: dict[str, Any]) -> dict[str, float]:
         if curve:
             put(f"probe_{kind}_last", curve[-1])
             put(f"probe_{kind}_best_layer", int(np.nanargmax(curve)))
-        chosen = probes.get(f"{kind}_chosen_on_train") or {}
-        put(f"probe_{kind}_train_layer", chosen.get("layer"))
-        put(f"probe_{kind}_train_chosen", chosen.get("test"))
+        chosen = probes.get(f"{kind}_chosen_without_test") or {}
+        put(f"probe_{kind}_chosen_layer", chosen.get("layer"))
+        put(f"probe_{kind}_chosen", chosen.get("test"))
     for span in SPANS + EXTRA:
         shares = diag.get("attention", {}).get(span) or []
         for i, s in enumerate(shares):

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from tsllm.data import DataError, DatasetSplits, load_ucr
-from tsllm.loop import BEST, seed_everything
+from tsllm.loop import BEST, seed_everything, val_fraction_of
 from tsllm.records import RECORD, read_record
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, DatasetSplits, dict[str, A
     cfg = OmegaConf.create(record["config"])
     try:
         data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise,
-                        val_fraction=cfg.data.val_fraction, seed=cfg.seed, missing=cfg.data.missing)
+                        val_fraction=val_fraction_of(cfg), seed=cfg.seed, missing=cfg.data.missing)
     except DataError as e:
         held = record.get("data", {}).get("files", {}).get("train") or f"data.root={cfg.data.root}"
         raise DiagnosticsError(f"{run_dir}: dataset {cfg.data.name!r} cannot be found at the path the record "

@@ -373,7 +373,7 @@ DIAGNOSTIC_COLUMNS: dict[str, str] = {  # shown name -> tidy column (tsllm.diagn
     "probe L0": "diag_probe_read_L0",
     "probe best": "diag_probe_read_max",
     "probe last": "diag_probe_read_last",
-    "probe TRAIN-chosen": "diag_probe_read_train_chosen",
+    "probe chosen": "diag_probe_read_chosen",
     "attn latents": "diag_attn_latents_mean",
     "attn first token": "diag_attn_first_token_mean",
     "CKA latents-read": "diag_cka_latents_read",
@@ -385,8 +385,8 @@ def diagnostics_summary(df: pd.DataFrame, protocol: str, by: Sequence[str] = CEL
     """Per ``by`` group: accuracy and the scalar diagnostics, means over the runs that carry diagnostics.
 
     Diagnostics are computed after selection (never selected on); ``probe best`` is the best layer's
-    probe accuracy of the read state (chosen on TEST), ``probe TRAIN-chosen`` that of the layer chosen by
-    cross-validation within TRAIN, ``attn *`` the read position's attention share averaged over layers.
+    probe accuracy of the read state (chosen on TEST), ``probe chosen`` that of the layer chosen without
+    TEST, ``attn *`` the read position's attention share averaged over layers.
     """
     runs = usable_runs(df, protocol)
     probe_layers = [c for c in runs.columns if c.startswith("diag_probe_read_L")]

@@ -121,8 +121,8 @@ def _only_arms(table: pd.DataFrame, arms: Sequence[str], where: str) -> pd.DataF
 
 DIAGNOSTICS_NOTE = ("means over the runs that carry each value; norm ratio: latent norm / median word-embedding "
                     "norm; probe: linear probe of the read state on TEST, per layer (L0 = the input); probe best: the "
-                    "layer best on TEST, a bound chosen with TEST, not a result; probe TRAIN-chosen: the layer of best "
-                    "5-fold accuracy within TRAIN, scored on TEST (a result); attn: the read position's share, "
+                    "layer best on TEST, a bound chosen with TEST, not a result; probe chosen: the layer chosen "
+                    "without TEST (on validation, else by 5-fold CV within TRAIN), scored on TEST; attn: the read position's share, "
                     "mean over layers; CKA vs no-LLM: linear CKA of the pooled latents with those of the same "
                     "encoder, dataset and seed trained without the LLM")
 
