@@ -16,9 +16,15 @@
 #   bash scripts/evidence16.sh report   # every table and figure, from the records only: results/evidence16/
 #                                         (report.md, tidy, figures/) and README's generated tables
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "${EVIDENCE16_ROOT:-$(dirname "$0")/..}"
+# bash reads a script while it runs it, so an edit to this file would reach a queue mid-run: run a copy.
+if [ -z "${EVIDENCE16_ROOT:-}" ]; then
+  copy=$(mktemp "${TMPDIR:-/tmp}/evidence16.XXXXXX.sh")
+  cp "$0" "$copy"
+  EVIDENCE16_ROOT=$PWD exec bash "$copy" "$@"
+fi
 export OMP_NUM_THREADS=1
-PY=.venv/bin/python
+PY=${PY:-.venv/bin/python}
 VERB=(-m tsllm.train)
 COMMON=(datasets=evidence16 train.selection=min_train_loss llm=smollm2_135m logger=none sweep_name=evidence16
         hydra.sweep.dir=results/runs/evidence16)
@@ -34,6 +40,18 @@ OURS=mlp,cnn,inception,resnet,transformer
 # are saved: 1.4 MB) and the no-LLM Inception of seed 0, the twin `diagnose` compares with (CKA). The rest
 # stay on the machine; the attention control's weights are 6.7 MB a run (48 runs: 320 MB).
 WEIGHTS_FOR='/control=(llm|random_llm|truncated),|/control=no_llm,.*encoder=inception,.*seed=0,'
+# A queue runs for hours, and a run imports some modules only when it gets to them (diagnostics, after
+# training): an edit to src/ or conf/ under a queue, or a checkout, reached five finished CNN runs that way
+# and failed them. So the verbs that launch runs take the code of HEAD from a worktree of its own and run
+# that; each record's git sha then names that commit, clean. Uncommitted changes do not run: commit first.
+frozen_code() {
+  local sha dir
+  sha=$(git rev-parse HEAD)
+  dir=.venv/queues/${sha:0:12}
+  [ -d "$dir" ] || git worktree add -q --detach "$dir" "$sha"
+  export PYTHONPATH="$PWD/$dir/src${PYTHONPATH:+:$PYTHONPATH}"
+  echo "evidence16: running the code of commit ${sha:0:12} from $dir" >&2
+}
 tier_total() {  # $1: tier name; passes the plans through and adds up their "total:" lines (planned hours, and
                 # with --records the finished runs and their real hours)
   awk -v tier="$1" '{ print } /^total:/ { for (i = 2; i <= NF; i++) {
@@ -69,17 +87,17 @@ tier2() {  # any arguments are further overrides of every sweep; one encoder at 
 }
 
 case "${1:-}" in
-  A) tier1_A ;;
-  B) tier1_B ;;
-  tier2) shift; tier2 "$@" ;;
+  A) frozen_code; tier1_A ;;
+  B) frozen_code; tier1_B ;;
+  tier2) shift; frozen_code; tier2 "$@" ;;
   plan1) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); { tier1_A; tier1_B; } | tier_total "Tier 1" ;;
   plan2) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); tier2 | tier_total "Tier 2" ;;
-  align) align_tier ;;
+  align) frozen_code; align_tier ;;
   plan_align) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); align_tier | tier_total "align=$ALIGN" ;;
   commit) shift; TSLLM_WEIGHTS_FOR="$WEIGHTS_FOR" bash scripts/commit_finished.sh "$@"
     # New records change README's generated tables; committing them alone fails CI's freshness test, so say it.
     $PY -m tsllm.results.readme --check > /dev/null ||
-      echo "evidence16: README's generated tables no longer match the records: run 'bash $0 report'," \
+      echo "evidence16: README's generated tables no longer match the records: run 'bash scripts/evidence16.sh report'," \
            "update the prose numbers and commit README.md before pushing" >&2 ;;
   report)
     $PY -m tsllm.results results/runs --sweep evidence16 --reference --cost --out results/evidence16 > /dev/null
@@ -89,8 +107,9 @@ case "${1:-}" in
     VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}" --records results/runs/evidence16)
     { tier1_A; tier1_B; } | tier_total "Tier 1"; tier2 | tier_total "Tier 2" ;;
   diagnose)  # Tier 2: full diagnostics of Inception's hybrid, seed 0 (basic ones are in every hybrid record)
+    frozen_code
     for d in results/runs/evidence16/control=llm,data.name=*,encoder=inception,*seed=0,*; do  # with its no-LLM twin (CKA)
       $PY -m tsllm.diagnose --level full "$d" "${d/control=llm,/control=no_llm,}"
     done ;;
-  *) echo "usage: $0 A | B | tier2 | align | commit | report | plan1 | plan2 | plan_align | wall | diagnose" >&2; exit 2 ;;
+  *) echo "usage: scripts/evidence16.sh A | B | tier2 | align | commit | report | plan1 | plan2 | plan_align | wall | diagnose" >&2; exit 2 ;;
 esac

@@ -205,6 +205,35 @@ def _git_init(git: list[str]) -> None:
     subprocess.run([*git, "commit", "-qm", "init"], check=True)
 
 
+def test_evidence_queues_run_the_committed_code_whatever_changes_under_them(tmp_path: Path) -> None:
+    """A queue runs HEAD's src/ from a worktree of its own: edits made after the launch never reach it."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "src" / "tsllm").mkdir(parents=True)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "evidence16.sh"
+    (repo / "scripts" / "evidence16.sh").write_text(script.read_text())
+    (repo / ".gitignore").write_text(".venv/\n")
+    (repo / "src" / "tsllm" / "__init__.py").write_text('CODE = "committed"\n')
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (repo / "src" / "tsllm" / "__init__.py").write_text('CODE = "edited after the commit"\n')
+    fake = tmp_path / "python"  # stands for .venv/bin/python: says which tsllm each launch imports
+    fake.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import tsllm; print(tsllm.CODE, tsllm.__file__)'\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PY": str(fake), "PYTHONPATH": ""}
+    done = subprocess.run(["bash", str(repo / "scripts" / "evidence16.sh"), "tier2"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 6  # four encoders under the LLM, the truncated LLM, text_icl
+    frozen = repo / ".venv" / "queues" / head[:12] / "src" / "tsllm" / "__init__.py"
+    assert set(lines) == {f"committed {frozen}"}, lines
+    assert f"running the code of commit {head[:12]}" in done.stderr
+
+
 def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path: Path) -> None:
     """A submission over 256 MiB of diffs is refused whole: large weights must stay on the machine."""
     repo, git = _repo_with_commit_finished(tmp_path)
