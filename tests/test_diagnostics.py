@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -209,6 +210,9 @@ def test_diagnostics_of_a_finished_run_are_identical_twice(runs: dict[str, Path]
     model, data, _ = load_run(runs["hybrid"])
     assert run_diagnostics(model, data, runs["hybrid"], "full", max_series=40) == first
     assert (runs["hybrid"] / "diagnostics.json").read_text() == text
+    # written like the record: through a renamed temporary file (none left behind), readable by the group
+    assert stat.S_IMODE((runs["hybrid"] / "diagnostics.json").stat().st_mode) == 0o664
+    assert not list(runs["hybrid"].glob(".diagnostics.*"))
     assert (runs["hybrid"] / "diagnostics_tsne.png").stat().st_size > 1000
     n_layers = model.reader.llm.config.num_hidden_layers
     assert len(first["probes"]["read"]) == len(first["probes"]["latent_mean"]) == n_layers + 1

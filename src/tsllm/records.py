@@ -161,16 +161,22 @@ def read_record(run_dir: str | Path) -> dict[str, Any] | None:
         raise RunDirConflict(f"{path}: not valid JSON (line {e.lineno}): move it away to re-run here") from None
 
 
+def write_atomically(path: str | Path, text: str) -> Path:
+    """Write a text file through a temporary file and a rename: a reader (or a commit of the run dir) sees the
+    old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, FILE_MODE)  # mkstemp makes it 0600; the group must read records on a shared disk
+    os.replace(tmp, path)
+    return path
+
+
 def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
     """Write record.json atomically (temp file + rename)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".record.", suffix=".json", dir=run_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=2, default=str)
-    os.chmod(tmp, FILE_MODE)  # mkstemp makes it 0600; the group must read records on a shared disk
-    os.replace(tmp, run_dir / RECORD)
-    return run_dir / RECORD
+    return write_atomically(Path(run_dir) / RECORD, json.dumps(record, indent=2, default=str))
 
 
 def _finished_marker(sweep_dir: str | Path, key: str) -> Path:

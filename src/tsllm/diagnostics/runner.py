@@ -29,6 +29,7 @@ from tsllm.diagnostics.llm_pass import (
 from tsllm.diagnostics.maps import save_map
 from tsllm.diagnostics.probes import layer_chosen_without_test, layer_probes, probe_accuracy
 from tsllm.diagnostics.runs import DiagnosticsError, tokenizer_of
+from tsllm.records import read_record, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -209,18 +210,13 @@ def run_diagnostics(model: nn.Module, data: DatasetSplits, run_dir: str | Path, 
 def _record_tokenizer(run_dir: Path) -> Any | None:
     from omegaconf import OmegaConf
 
-    from tsllm.records import read_record
-
     record = read_record(run_dir) if run_dir.is_dir() else None
     return tokenizer_of(OmegaConf.create(record["config"]).llm) if record and "config" in record else None
 
 
 def write(run_dir: Path, result: dict[str, Any]) -> Path:
-    """diagnostics.json, keys sorted so that two computations compare byte for byte."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / FILE
-    path.write_text(json.dumps(result, indent=1, sort_keys=True, default=float))
-    return path
+    """diagnostics.json, keys sorted so that two computations compare byte for byte; written atomically."""
+    return write_atomically(run_dir / FILE, json.dumps(result, indent=1, sort_keys=True, default=float))
 
 
 def cross_run_cka(hybrid: tuple[nn.Module, DatasetSplits], standalone: tuple[nn.Module, DatasetSplits],
