@@ -58,9 +58,9 @@ tier_total() {  # $1: tier name; passes the plans through and adds up their "tot
       if ($i == "hours" && $(i + 1) == "at") h += $(i - 1)
       if ($i == "finished,") { f += $(i - 3); n += $(i - 1) }
       if ($i == "real" && $(i + 1) == "hours") { r += $(i - 1); real = 1 }
-      if ($i == "resumed:") { s = $(i - 1); sub(/^\(/, "", s); res += s } } }
+      if ($i == "partial:") { s = $(i - 1); sub(/^\(/, "", s); res += s } } }
     END { printf "%s total: %.2f hours at the rate above (the plans above, added)", tier, h
-          if (real) printf "; %d of %d runs finished, %.2f real hours in their records (%d resumed: a lower bound)", f, n, r, res
+          if (real) printf "; %d of %d runs finished, %.2f real hours in their records (%d partial: a lower bound)", f, n, r, res
           print "" }'
 }
 

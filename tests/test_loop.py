@@ -181,3 +181,21 @@ def test_a_resumed_run_that_had_stopped_stays_stopped(tmp_path: Path) -> None:
     second = fit(again, data, cfg, seed=0, run_dir=tmp_path)
     assert second.epochs_run == first.epochs_run and second.history == first.history
     assert second.test_acc == first.test_acc
+
+
+def test_a_resumed_runs_earlier_sessions_are_timed_unless_its_checkpoint_predates_that(tmp_path: Path) -> None:
+    model, data = _model()
+    first = fit(model, data, TrainConfig(epochs=2), seed=0, run_dir=tmp_path)
+    assert first.earlier_sessions_seconds == 0.0
+    ckpt = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+    (session,) = ckpt["state"]["session_seconds"]  # fit's start to its last checkpoint
+    assert 0 < session <= first.seconds
+    again, _ = _model()
+    second = fit(again, data, TrainConfig(epochs=3), seed=0, run_dir=tmp_path)
+    assert second.resumed_from_epoch == 2 and second.earlier_sessions_seconds == session
+    # a checkpoint written before sessions were timed: the earlier time is unknown, not zero
+    ckpt = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+    del ckpt["state"]["session_seconds"]
+    torch.save(ckpt, tmp_path / "checkpoint_last.pt")
+    third, _ = _model()
+    assert fit(third, data, TrainConfig(epochs=4), seed=0, run_dir=tmp_path).earlier_sessions_seconds is None

@@ -114,11 +114,11 @@ def test_plan_beside_records_gives_each_finished_runs_wall_time(tmp_path: Path,
     overrides = [*FAST, "mode=standalone", "encoder=mlp,cnn"]  # the cnn cell has no record
     assert P.main(["--tflops", "1", "--records", str(tmp_path / "runs"), *overrides]) == 0
     out = capsys.readouterr().out
-    assert f"records: 1 of 2 finished, {record['wall_seconds'] / 3600:.3g} real hours (0 resumed" in out
+    assert f"records: 1 of 2 finished, {record['wall_seconds'] / 3600:.3g} real hours (0 partial" in out
     runs, _ = P.plan(overrides)
     matched = P.with_records(runs, tmp_path / "runs").set_index("encoder")
     assert matched.loc["mlp", "real_hours"] == pytest.approx(record["wall_seconds"] / 3600)
-    assert math.isnan(matched.loc["cnn", "real_hours"]) and not matched.loc["mlp", "resumed"]
+    assert math.isnan(matched.loc["cnn", "real_hours"]) and not matched.loc["mlp", "partial"]
 
 
 def test_plan_names_an_unknown_dataset(caplog: pytest.LogCaptureFixture) -> None:

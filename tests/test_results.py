@@ -417,10 +417,13 @@ def test_cost_table(tmp_path: Path) -> None:
     assert table.loc["hybrid", "seconds_per_epoch"] == pytest.approx(1.5)
     assert table.loc["hybrid", "flops_per_step"] == pytest.approx(2e9)
     assert table.loc["hybrid", "train_hours"] == pytest.approx((1.0 * 2 + 2.0 * 2) / 3600)  # 2 epochs each
-    assert table.loc["hybrid", "wall_hours"] == pytest.approx(2 * 1.6 / 3600) and table.loc["hybrid", "resumed"] == 0
-    records[1].update(resumed_from_epoch=1, wall_seconds=0.4)  # its last session only: counted as the lower bound
+    assert table.loc["hybrid", "wall_hours"] == pytest.approx(2 * 1.6 / 3600) and table.loc["hybrid", "partial"] == 0
+    records[1].update(resumed_from_epoch=1, wall_seconds=0.4)  # a record from before sessions were timed:
+    table = R.cost_table(_frame(records, tmp_path)).set_index("arm")  # its last session only, a lower bound
+    assert table.loc["hybrid", "wall_hours"] == pytest.approx(2.0 / 3600) and table.loc["hybrid", "partial"] == 1
+    records[1].update(earlier_sessions_seconds=1.1)  # its earlier session, from its checkpoint: exact
     table = R.cost_table(_frame(records, tmp_path)).set_index("arm")
-    assert table.loc["hybrid", "wall_hours"] == pytest.approx(2.0 / 3600) and table.loc["hybrid", "resumed"] == 1
+    assert table.loc["hybrid", "wall_hours"] == pytest.approx(3.1 / 3600) and table.loc["hybrid", "partial"] == 0
     assert R.cost_table(_frame(records[2:], tmp_path)).empty
     assert "## Cost" in R.markdown_report(_frame(records, tmp_path), "val_selected", cost=True)
     assert "No run reports cost fields" in R.markdown_report(_frame(records[2:], tmp_path), "val_selected", cost=True)

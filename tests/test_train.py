@@ -78,6 +78,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path: Path) ->
 
     resumed = run(make_cfg(*overrides), run_dir=tmp_path / "cut")
     assert resumed["resumed_from_epoch"] == 2 and resumed["epochs_run"] == 4
+    assert whole["earlier_sessions_seconds"] == 0 < resumed["earlier_sessions_seconds"]  # the cut session's time
     assert resumed["history"] == whole["history"]
     for key in ("val_acc", "test_acc", "test_acc_last_epoch", "best_epoch"):
         assert resumed[key] == whole[key], key

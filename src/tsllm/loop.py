@@ -106,6 +106,9 @@ class FitResult:
     resumed_from_epoch: int
     seconds: float
     cost: dict[str, Any]
+    # Seconds of fit in the sessions before this one (to each one's last checkpoint): 0.0 for a run that
+    # did not resume, None where it resumed from a checkpoint that did not keep them.
+    earlier_sessions_seconds: float | None = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     # Only under protocol=study_best_test: optimistic, chosen with TEST, labelled so in every table.
     study_best_test_acc: float | None = None
@@ -127,6 +130,9 @@ class LoopState:
     history: list[dict[str, float]] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     flops_per_step: int | None = None
+    # Seconds of fit per session, from its start to its last checkpoint, so a resumed run's real cost adds
+    # up across the sessions that ran it (a checkpoint without it, from before it was kept, loads as []).
+    session_seconds: list[float] = field(default_factory=list)
 
 
 def seed_everything(seed: int) -> None:
@@ -234,6 +240,7 @@ class _Fit:
         self.base = self.accelerator.unwrap_model(self.model)
         self.evaluate = Evaluator(self.accelerator, cfg.eval_batch_size)
         self.state = LoopState()
+        self.earlier_untimed = False  # resumed from a checkpoint that kept no session times
         self.last_path, self.best_path = run_dir / LAST, run_dir / BEST
         if cfg.selection == "val" and data.val is not None:
             self.selection = "best_val"
@@ -244,10 +251,12 @@ class _Fit:
 
     # ---- the loop, top to bottom ----
     def run(self) -> FitResult:
-        start = time.perf_counter()
+        self.start = start = time.perf_counter()
         if self.optimizer is None:
             return self.finish(start, resumed_from=0)
         resumed_from = self.resume()
+        self.earlier_untimed = resumed_from > 0 and not self.state.session_seconds
+        self.state.session_seconds.append(0.0)
         for epoch in range(self.state.epoch, self.cfg.epochs):
             if self.state.stop_reason is not None:  # a resumed run that had already stopped
                 break
@@ -354,6 +363,7 @@ class _Fit:
         return None
 
     def checkpoint(self) -> None:
+        self.state.session_seconds[-1] = time.perf_counter() - self.start
         save_atomic({"model": self.base.trainable_state(), "optimizer": self.optimizer.state_dict(),
                      "state": asdict(self.state)}, self.last_path)
 
@@ -393,6 +403,7 @@ class _Fit:
             train_acc_last_epoch=history[-1]["train_acc"] if history else math.nan,
             stopped_early=self.state.stop_reason is not None, stop_reason=self.state.stop_reason,
             resumed_from_epoch=resumed_from, seconds=time.perf_counter() - start, cost=self.cost(),
+            earlier_sessions_seconds=None if self.earlier_untimed else sum(self.state.session_seconds[:-1]),
             history=history, study_best_test_acc=study_best, study_min_train_loss_test_acc=study_min_loss,
         )
 

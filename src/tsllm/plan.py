@@ -9,7 +9,7 @@ forwards) + the final evaluations, from FLOPs counted on one real step (or on th
 that does not fit here) with `tsllm.flops`. Early stopping is ignored: the figure is an upper bound.
 Dataset sizes come from the data when it is under data.root, else from the bundled UCR 2015 summary.
 With `--records DIR`, each planned run is matched by config hash to its finished record there, and the
-summary shows the wall hours those records took beside the plan.
+summary shows the wall hours those records took (over every session) beside the plan.
 """
 
 from __future__ import annotations
@@ -470,15 +470,14 @@ def plan(overrides: list[str]) -> tuple[pd.DataFrame, set[str]]:
 def with_records(runs: pd.DataFrame, records: str | Path) -> pd.DataFrame:
     """The planned runs with what their finished records under `records` say they cost, matched by config hash.
 
-    ``real_hours`` is the record's wall time (NaN where the run has not finished); ``resumed`` marks a run
-    whose record counts only its last session, so the real figure is a lower bound there.
+    ``real_hours`` is the record's wall time over its sessions (NaN where the run has not finished);
+    ``partial`` marks a resumed run whose earlier sessions were not timed: a lower bound there.
     """
-    from tsllm.results import load_records
+    from tsllm.results.loading import load_records, wall_hours
 
     done = load_records(records).drop_duplicates("config_hash").set_index("config_hash")
-    real = done.reindex(runs["config_hash"])
-    return runs.assign(real_hours=pd.to_numeric(real["wall_seconds"], errors="coerce").to_numpy() / 3600,
-                       resumed=pd.to_numeric(real["resumed_from_epoch"], errors="coerce").fillna(0).to_numpy() > 0)
+    hours, partial = wall_hours(done.reindex(runs["config_hash"]))
+    return runs.assign(real_hours=hours.to_numpy(), partial=partial.to_numpy())
 
 
 def cpu_throughput(seconds: float = 1.0, n: int = 1024) -> float:
@@ -526,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.records:
         finished = runs["real_hours"].notna()
         line += (f"; records: {finished.sum()} of {len(runs)} finished, {runs['real_hours'].sum():.3g} real hours "
-                 f"({(finished & runs['resumed']).sum()} resumed: their last session only, a lower bound)")
+                 f"({(finished & runs['partial']).sum()} partial: resumed, earlier sessions not timed; "
+                 "a lower bound)")
     print(line)
     if args.csv:
         runs.to_csv(args.csv, index=False)

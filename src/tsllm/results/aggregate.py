@@ -15,7 +15,15 @@ from typing import Any
 
 import pandas as pd
 
-from tsllm.results.loading import ARM_NAME_KEYS, COST_KEYS, DATASET_KEYS, leaks_test, varying_keys, warn_once
+from tsllm.results.loading import (
+    ARM_NAME_KEYS,
+    COST_KEYS,
+    DATASET_KEYS,
+    leaks_test,
+    varying_keys,
+    wall_hours,
+    warn_once,
+)
 from tsllm.results.paths import repo_root
 
 logger = logging.getLogger("tsllm.results")
@@ -412,9 +420,9 @@ def cost_table(df: pd.DataFrame) -> pd.DataFrame:
 
     ``train_hours`` is the time spent in epochs, all runs added (seconds per epoch x epochs run, so a
     resumed run counts every session's epochs; loading and the final evaluations are not in it).
-    ``wall_hours`` is the wall time of the process that finished each run, all runs added: everything
-    (loading, an LLM's reads of the series as text, evaluation), but only the last session of a resumed
-    run, so it is a lower bound wherever ``resumed`` is not 0.
+    ``wall_hours`` is each run's wall time over its sessions (:func:`~tsllm.results.loading.wall_hours`),
+    all runs added: everything (loading, an LLM's reads of the series as text, evaluation); ``partial``
+    counts the resumed runs whose earlier sessions were not timed, so it is a lower bound where that is not 0.
     """
     columns = [f"cost_{k}" for k in COST_KEYS if f"cost_{k}" in df and df[f"cost_{k}"].notna().any()]
     if not columns:
@@ -424,16 +432,14 @@ def cost_table(df: pd.DataFrame) -> pd.DataFrame:
         for column in columns:
             costed[column] = pd.to_numeric(costed[column], errors="coerce")
         costed["train_hours"] = costed.get("cost_seconds_per_epoch", math.nan) * costed["epochs_run"] / 3600
-        # Both are tidy columns (load_records always has them), so no fallback is needed.
-        costed["wall_hours"] = pd.to_numeric(costed["wall_seconds"], errors="coerce") / 3600
-        costed["resumed"] = pd.to_numeric(costed["resumed_from_epoch"], errors="coerce").fillna(0) > 0
+        costed["wall_hours"], costed["partial"] = wall_hours(costed)
         table = costed.groupby(list(CELL), dropna=False).agg(
             **{"n runs": ("cell", "size")}, **{c.removeprefix("cost_"): (c, "mean") for c in columns},
             train_hours=("train_hours", "sum"), wall_hours=("wall_hours", "sum"),
-            resumed=("resumed", "sum")).reset_index()
+            partial=("partial", "sum")).reset_index()
         table = table.sort_values(list(CELL), key=sort_key).reset_index(drop=True)
     table.attrs.update(label="cost per run, mean over the runs that report it (record['cost']); train_hours: "
-                            "seconds per epoch x epochs run, all runs added; wall_hours: the finishing process's wall time, "
-                            "all runs added (a resumed run counts its last session only: a lower bound where "
-                            "resumed > 0)", pooled=[])
+                            "seconds per epoch x epochs run, all runs added; wall_hours: wall time over every session of a "
+                            "run, all runs added (a lower bound where partial > 0: resumed runs whose earlier "
+                            "sessions were not timed count their last one only)", pooled=[])
     return table

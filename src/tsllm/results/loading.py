@@ -27,6 +27,7 @@ SCALAR_KEYS = (
     "num_kernels", "protocol", "selection", "best_epoch", "epochs_run", "val_acc", "val_loss", "test_acc",
     "test_loss", "test_acc_last_epoch", "train_acc_last_epoch", "study_best_test_acc",
     "study_min_train_loss_test_acc", "stopped_early", "resumed_from_epoch", "seconds", "wall_seconds",
+    "earlier_sessions_seconds",
 )
 ACCURACY_KEYS = ("val_acc", "test_acc", "test_acc_last_epoch", "study_best_test_acc",
                  "study_min_train_loss_test_acc")
@@ -383,6 +384,19 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
         if column in df:
             df[column] = pd.to_numeric(df[column], errors="coerce").round().astype("Int64")
     return df
+
+
+def wall_hours(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(each run's wall hours over every session that ran it, whether that figure is only a lower bound).
+
+    ``wall_seconds`` is the finishing process's; the sessions before it add ``earlier_sessions_seconds``
+    (to their last checkpoint). A run resumed from a checkpoint that kept no session times (older records)
+    counts its last session only: a lower bound, flagged.
+    """
+    earlier = pd.to_numeric(df["earlier_sessions_seconds"], errors="coerce")
+    resumed = pd.to_numeric(df["resumed_from_epoch"], errors="coerce").fillna(0) > 0
+    hours = (pd.to_numeric(df["wall_seconds"], errors="coerce") + earlier.fillna(0)) / 3600
+    return hours, resumed & earlier.isna()
 
 
 def load_tidy(path: str | Path) -> pd.DataFrame:
