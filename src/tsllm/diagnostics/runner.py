@@ -146,8 +146,8 @@ def full(model: nn.Module, data: DatasetSplits, train_lat: Tensor, test_lat: Ten
     va = _states(reader, val_lat, batch_size) if val_lat is not None else None
     for kind in ("read", "latent_mean"):
         curve = out["probes"][kind] = layer_probes(tr[kind], train_y, te[kind], test_y)
-        layer, scores, how = layer_chosen_without_test(tr[kind], train_y, *((None, None) if va is None else
-                                                                           (va[kind], data.val.y)))
+        val = (None, None) if va is None else (va[kind], data.val.y)
+        layer, scores, how = layer_chosen_without_test(tr[kind], train_y, *val)
         out["probes"][f"{kind}_chosen_without_test"] = {"layer": layer, "by": how, "scores": scores,
                                                         "test": None if layer is None else curve[layer]}
     shares = te["attention"].mean(axis=0)  # (layers, spans)
