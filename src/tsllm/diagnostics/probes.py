@@ -23,19 +23,19 @@ def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 
 
 def cv_accuracy(x: np.ndarray, y: np.ndarray, folds: int = CV_FOLDS) -> float:
-    """The probe's stratified k-fold accuracy within TRAIN (k capped by the rarest class; NaN below 2 folds).
+    """The probe's stratified k-fold accuracy within TRAIN (k capped by the rarest class).
 
     A class with one TRAIN series cannot be both held out and fit (DiatomSizeReduction has one), so such
     classes sit out: the score is over the others, the same series for every layer, which is what a choice
     between layers needs. NaN when fewer than two classes are left.
     """
     classes, counts = np.unique(y, return_counts=True)
-    kept = np.isin(y, classes[counts >= 2])
-    x, y, counts = x[kept], y[kept], counts[counts >= 2]
-    k = min(folds, int(counts.min())) if len(counts) >= 2 else 0
-    if k < 2:
+    foldable = counts >= 2
+    if foldable.sum() < 2:
         return float("nan")
-    return float(cross_val_score(_probe(), x, y, cv=StratifiedKFold(k, shuffle=True, random_state=0)).mean())
+    kept = np.isin(y, classes[foldable])
+    k = min(folds, int(counts[foldable].min()))
+    return float(cross_val_score(_probe(), x[kept], y[kept], cv=StratifiedKFold(k, shuffle=True, random_state=0)).mean())
 
 
 def layer_chosen_without_test(train_layers: list[np.ndarray], train_y: np.ndarray,
