@@ -37,10 +37,12 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from tsllm.data import DatasetSplits, load_ucr  # noqa: E402
+from tsllm.build import build  # noqa: E402
+from tsllm.config import TrainConfig  # noqa: E402
+from tsllm.data import DatasetSplits  # noqa: E402
 from tsllm.encoders import ENCODERS  # noqa: E402
-from tsllm.loop import TrainConfig, fit, seed_everything  # noqa: E402
-from tsllm.model import build_model, parameter_counts  # noqa: E402
+from tsllm.loop import fit  # noqa: E402
+from tsllm.model import parameter_counts  # noqa: E402
 from tsllm.records import git_revision  # noqa: E402
 from tsllm.train import CONF_DIR  # noqa: E402
 
@@ -133,12 +135,10 @@ def time_eval(model: torch.nn.Module, x: torch.Tensor, *, warmup: int, repeats: 
 
 def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Build `name` from its config, count parameters, time training epochs and eval batches."""
-    cfg = compose_cfg(f"encoder={name}", f"data.name={args.dataset}", f"seed={args.seed}")
+    cfg = compose_cfg(f"encoder={name}", f"data.name={args.dataset}", f"seed={args.seed}", *args.set)
     assert cfg.reader.name == "mean" and cfg.encoder.name == name
-    seed_everything(cfg.seed)
-    data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise, val_fraction=cfg.data.val_fraction,
-                    seed=cfg.seed, missing=cfg.data.missing)
-    model = build_model(cfg, data)
+    built = build(cfg)  # the splits and model a training run of this config has
+    data, model = built.data, built.model
     train_cfg = TrainConfig.from_cfg(cfg.train)
     x_eval = tile(torch.from_numpy(data.test.x), train_cfg.eval_batch_size)
     with torch.no_grad():
@@ -179,6 +179,20 @@ def add_common_args(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--out", default=default_out, help="Markdown file to write ('' to skip)")
 
 
+def start(parser: argparse.ArgumentParser, argv: list[str] | None, default_out: str) -> tuple[argparse.Namespace, float]:
+    """Every benchmark's start: the common options parsed, logs quieted, threads set; (args, start time)."""
+    add_common_args(parser, default_out)
+    args = parser.parse_args(argv)
+    quiet()
+    set_threads(args.threads)
+    return args, time.perf_counter()
+
+
+def finish(lines: list[str], table_lines: list[str], started: float, out: str | None) -> None:
+    """Every benchmark's end: its table and total wall time after ``lines``, printed and written to ``out``."""
+    emit([*lines, "", *table_lines, "", f"Total benchmark wall time: {time.perf_counter() - started:.0f} s."], out)
+
+
 def emit(lines: list[str], out: str | None) -> None:
     """Print the report and, when asked, write it to a file."""
     text = "\n".join(lines) + "\n"
@@ -200,12 +214,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="timed epochs per family")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs before them")
     parser.add_argument("--eval-repeats", type=int, default=10, help="timed eval batches (after one warm-up)")
-    add_common_args(parser, DEFAULT_OUT)
-    args = parser.parse_args(argv)
-    quiet()
-    set_threads(args.threads)
-
-    started = time.perf_counter()
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="further config overrides of every family, e.g. train.selection=min_train_loss")
+    args, started = start(parser, argv, DEFAULT_OUT)
     rows = []
     for name in args.encoders:
         print(f"[{time.perf_counter() - started:6.0f} s] {name} ...", flush=True)
@@ -222,12 +233,8 @@ def main(argv: list[str] | None = None) -> None:
         f"(forward, backward, Adam), BatchNorm refresh over TRAIN, one validation pass, one checkpoint; "
         f"median of {args.epochs} epochs after {args.warmup} warm-up. Eval: one inference-mode forward of "
         f"{tc.eval_batch_size} series, median of {args.eval_repeats} after one warm-up.",
-        "",
-        *table(rows),
-        "",
-        f"Total benchmark wall time: {time.perf_counter() - started:.0f} s.",
     ]
-    emit(lines, args.out)
+    finish(lines, table(rows), started, args.out)
 
 
 if __name__ == "__main__":

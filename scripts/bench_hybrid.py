@@ -35,12 +35,15 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from bench_encoders import add_common_args, compose_cfg, emit, header, quiet, set_threads, tile
+from bench_encoders import compose_cfg, emit, header, start, tile
 from torch import Tensor, nn
 
-from tsllm.data import DatasetSplits, load_ucr
-from tsllm.loop import FitResult, TrainConfig, fit, seed_everything
-from tsllm.model import TSClassifier, build_model
+from tsllm.build import build, load_data
+from tsllm.config import TrainConfig
+from tsllm.data import DatasetSplits
+from tsllm.loop import fit, seed_everything
+from tsllm.model import TSClassifier
+from tsllm.records import FitResult
 
 DEFAULT_OUT = "results/bench/hybrid.md"
 STUDY_EPOCH_S = 15.8      # the study's reference code, one epoch on this machine (from the brief)
@@ -58,9 +61,8 @@ def hybrid_cfg(args: argparse.Namespace, *extra: str) -> Any:
 
 
 def make_model(cfg: Any, data: DatasetSplits) -> TSClassifier:
-    """tsllm's own model builder, seeded."""
-    seed_everything(cfg.seed)
-    return build_model(cfg, data)
+    """tsllm's own model builder, seeded as a run is."""
+    return build(cfg, data=data).model
 
 
 class TokenCounter:
@@ -218,11 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs K per path (part 4), after 1 warm-up")
     parser.add_argument("--study-epoch-seconds", type=float, default=STUDY_EPOCH_S,
                         help="the study's reference code, seconds per epoch on this machine (for context)")
-    add_common_args(parser, DEFAULT_OUT)
-    args = parser.parse_args(argv)
-    quiet()
-    set_threads(args.threads)
-    started = time.perf_counter()
+    args, started = start(parser, argv, DEFAULT_OUT)
 
     def progress(msg: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {msg}", flush=True)
@@ -230,8 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = hybrid_cfg(args)
     study_cfg = hybrid_cfg(args, "reader.prefix_cache=false", "train.protocol=study_best_test")
     assert cfg.reader.prefix_cache and cfg.train.protocol == "val_selected", "the defaults changed"
-    data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise, val_fraction=cfg.data.val_fraction,
-                    seed=cfg.seed, missing=cfg.data.missing)
+    data = load_data(cfg)  # the splits a training run of this config has
     train_cfg = TrainConfig.from_cfg(cfg.train)
     lines = header("Hybrid path: SmolLM2-135M under an Inception encoder",
                    "Absolute times depend on the machine's load (other jobs shared these CPUs); the ratios "

@@ -25,11 +25,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from bench_encoders import add_common_args, compose_cfg, emit, header, quiet, set_threads
+from bench_encoders import compose_cfg, finish, header, start
 
-from tsllm.data import DatasetSplits, load_ucr
+from tsllm.build import build_model, load_data
+from tsllm.data import DatasetSplits
 from tsllm.loop import seed_everything
-from tsllm.model import TSClassifier, build_model
+from tsllm.model import TSClassifier
 
 DEFAULT_OUT = "results/bench/study_encoders.md"
 # Family -> (the study's encoder, ours). The study's "attention" is the paper's Transformer row.
@@ -43,7 +44,7 @@ FAMILIES = {
 BYTES_PER_PARAM = 16  # float32 weight + gradient + Adam's exp_avg and exp_avg_sq
 
 
-def build(name: str, latent_dim: int, data: DatasetSplits, args: argparse.Namespace,
+def build_at(name: str, latent_dim: int, data: DatasetSplits, args: argparse.Namespace,
           device: str) -> tuple[TSClassifier, Any]:
     """The standalone classifier for encoder `name` at H = `latent_dim`, on `device` ('meta' or 'cpu')."""
     cfg = compose_cfg(f"encoder={name}", f"data.name={args.dataset}", f"seed={args.seed}",
@@ -76,7 +77,7 @@ def time_epochs(model: TSClassifier, data: DatasetSplits, *, batch_size: int, lr
 
 def bench_one(name: str, latent_dim: int, data: DatasetSplits, args: argparse.Namespace) -> dict[str, Any]:
     """Count `name`'s parameters at H = `latent_dim` on the meta device; time epochs if it fits `--max-gb`."""
-    meta, cfg = build(name, latent_dim, data, args, "meta")
+    meta, cfg = build_at(name, latent_dim, data, args, "meta")
     params = sum(p.numel() for p in meta.encoder.parameters())
     total = sum(p.numel() for p in meta.parameters())
     need_gb = BYTES_PER_PARAM * total / 2**30
@@ -85,7 +86,7 @@ def bench_one(name: str, latent_dim: int, data: DatasetSplits, args: argparse.Na
     if need_gb > args.max_gb:
         row["why"] = f"training state {need_gb:.1f} GB > --max-gb {args.max_gb:g}"
         return row
-    model, _ = build(name, latent_dim, data, args, "cpu")
+    model, _ = build_at(name, latent_dim, data, args, "cpu")
     row["epoch_s"] = time_epochs(model, data, batch_size=cfg.train.batch_size, lr=cfg.train.lr,
                                  warmup=args.warmup, epochs=args.epochs, seed=cfg.seed)
     row["batch_size"] = cfg.train.batch_size
@@ -129,15 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs before them")
     parser.add_argument("--max-gb", type=float, default=4.0,
                         help="time epochs only where weights + grads + Adam state fit this many GB")
-    add_common_args(parser, DEFAULT_OUT)
-    args = parser.parse_args(argv)
-    quiet()
-    set_threads(args.threads)
-
-    started = time.perf_counter()
+    args, started = start(parser, argv, DEFAULT_OUT)
     cfg = compose_cfg(f"data.name={args.dataset}", f"seed={args.seed}")
-    data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise, val_fraction=cfg.data.val_fraction,
-                    seed=cfg.seed, missing=cfg.data.missing)
+    data = load_data(cfg)  # the splits a training run of this config has
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for family in args.families:
         for name in FAMILIES[family]:
@@ -155,12 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         f"cross-entropy, backward and an Adam step; no validation, no checkpoint; median of {args.epochs} epochs "
         f"after {args.warmup} warm-up. Timed only where weights + gradients + Adam state "
         f"({BYTES_PER_PARAM} bytes a parameter) fit --max-gb {args.max_gb:g}.",
-        "",
-        *table(rows, args),
-        "",
-        f"Total benchmark wall time: {time.perf_counter() - started:.0f} s.",
     ]
-    emit(lines, args.out)
+    finish(lines, table(rows, args), started, args.out)
 
 
 if __name__ == "__main__":

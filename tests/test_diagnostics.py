@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tsllm.backbone import LLMSpec, freeze, load_llm
+from tsllm.config import LLMConfig
 from tsllm.diagnose import main as diagnose_main
 from tsllm.diagnostics import (
     SPANS,
@@ -37,6 +37,7 @@ from tsllm.diagnostics import (
 )
 from tsllm.diagnostics.llm_pass import eager_attention
 from tsllm.diagnostics.runner import _states
+from tsllm.llm import freeze, load_llm
 from tsllm.readers import LLMReader
 from tsllm.train import run
 
@@ -50,7 +51,7 @@ PROMPT = "Classify these: "
 @pytest.fixture(scope="module")
 def reader() -> LLMReader:
     cfg = make_cfg("llm=tiny_random").llm  # composed: the yaml's defaults list is not an llm key
-    llm, tok = load_llm(LLMSpec.from_cfg(OmegaConf.to_container(cfg, resolve=True)), seed=0)
+    llm, tok = load_llm(LLMConfig.from_cfg(OmegaConf.to_container(cfg, resolve=True)), seed=0)
     return LLMReader(freeze(llm), tok, num_tokens=4, template=PROMPT, prefix_cache=True).eval()
 
 
@@ -142,7 +143,7 @@ def test_reader_sequence_is_used_when_the_reader_has_one(reader: LLMReader) -> N
     assert spans["prompt"] == slice(1, 3)  # disjoint from BOS, so the shares add up to 1
 
 
-def test_fallback_sequence_applies_the_readers_alignment(reader: LLMReader, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sequence_applies_the_readers_alignment(reader: LLMReader, monkeypatch: pytest.MonkeyPatch) -> None:
     latents = torch.randn(2, 3, reader.hidden_size)
     monkeypatch.setattr(reader, "align_latents", lambda z: 2 * z, raising=False)
     embeds, spans = reader_sequence(reader, latents)

@@ -11,11 +11,21 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tsllm.backbone import BackboneError, LLMSpec, freeze, hidden_size, load_config, load_llm
+from tsllm.build import build_model
+from tsllm.config import LLMConfig, TrainConfig
 from tsllm.data import load_ucr
-from tsllm.loop import TrainConfig, fit
-from tsllm.model import build_model, parameter_counts
-from tsllm.readers import LLMReader, prompt_token_ids, suffix_token_ids
+from tsllm.llm import (
+    BackboneError,
+    freeze,
+    hidden_size,
+    load_config,
+    load_llm,
+    prompt_token_ids,
+    suffix_token_ids,
+)
+from tsllm.loop import fit
+from tsllm.model import parameter_counts
+from tsllm.readers import LLMReader
 from tsllm.train import run
 
 from conftest import make_cfg
@@ -23,9 +33,9 @@ from conftest import make_cfg
 PROMPT = "Classify the following data with 8 features into 2 classes: "
 
 
-def spec_of(name: str, **overrides) -> LLMSpec:
+def spec_of(name: str, **overrides) -> LLMConfig:
     cfg = make_cfg(f"llm={name}", *(f"llm.{k}={v}" for k, v in overrides.items()))
-    return LLMSpec.from_cfg(OmegaConf.to_container(cfg.llm, resolve=True))
+    return LLMConfig.from_cfg(OmegaConf.to_container(cfg.llm, resolve=True))
 
 
 def relerr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -81,7 +91,7 @@ def test_prefix_cache_equals_full_sequence(tiny) -> None:
 ], ids=["gpt2", "qwen2"])
 def test_other_architectures_read_hidden_size_and_cache_exactly(config: dict) -> None:
     # float64 separates the mechanism from float32 summation-order noise (~1e-4 on random weights).
-    llm, tok = load_llm(LLMSpec(name=config["model_type"], random_config=config, dtype="float64"))
+    llm, tok = load_llm(LLMConfig(name=config["model_type"], random_config=config, dtype="float64"))
     llm = freeze(llm)
     assert hidden_size(llm.config) == 32
     assert_cache_matches_uncached(llm, tok, 32, tol=1e-10)
@@ -146,7 +156,7 @@ def test_prefix_cache_refuses_trainable_llm(tiny) -> None:
 
 def test_llama31_8b_builds_on_meta_with_its_real_config() -> None:
     config = json.loads(resources.files("tsllm").joinpath("assets/llama31_8b_config.json").read_text())
-    spec = LLMSpec(name="llama31_8b", random_config=config, dtype="bfloat16")
+    spec = LLMConfig(name="llama31_8b", random_config=config, dtype="bfloat16")
     with torch.device("meta"):
         llm, tok = load_llm(spec)
         llm = freeze(llm)
@@ -169,7 +179,7 @@ def test_llama31_8b_without_weights_says_where_to_get_them(monkeypatch) -> None:
 ])
 def test_missing_backbones_are_clear_errors(where: str, match: str) -> None:
     with pytest.raises(BackboneError, match=match):
-        load_llm(LLMSpec(name="x", name_or_path=where))
+        load_llm(LLMConfig(name="x", name_or_path=where))
 
 
 # SmolLM2-135M, the embedded default: the real pretrained model, offline.
@@ -228,7 +238,7 @@ def test_out_of_memory_names_the_levers(run_dir: Path, monkeypatch) -> None:
 def test_models_without_hidden_size_or_embeddings_are_clear_errors() -> None:
     from types import SimpleNamespace
 
-    from tsllm.backbone import input_embeddings
+    from tsllm.llm import input_embeddings
 
     with pytest.raises(BackboneError, match="no usable hidden size"):
         hidden_size(SimpleNamespace())

@@ -105,7 +105,7 @@ def test_plan_cli_prints_cells_flops_and_hours(capsys: pytest.CaptureFixture) ->
     assert P.main(["--tflops", "100", "mode=standalone", "encoder=mlp,cnn", "train.epochs=2",
                    "data.name=ItalyPowerDemand"]) == 0
     out = capsys.readouterr().out
-    assert "2 cells, 2 distinct runs" in out and "hours at 100 TFLOP/s (given)" in out
+    assert "2 cells, 2 distinct runs" in out and "2 runs measured here with --jobs 1" in out
 
 
 def test_plan_beside_records_gives_each_finished_runs_wall_time(tmp_path: Path,
@@ -174,3 +174,39 @@ def test_plan_of_the_text_arm_agrees_with_a_real_run(reader: str, tmp_path: Path
     # context, so the token counts differ a little either way.
     low, high = (0.9, 1.1) if reader == "text_probe" else (0.8, 1.25)
     assert low < runs["flops"].iloc[0] / real < high, (runs["flops"].iloc[0], real)
+
+
+def test_plan_json_gives_each_run_measured_seconds_for_scripts(capsys: pytest.CaptureFixture) -> None:
+    assert P.main(["--json", "mode=standalone", "encoder=mlp", "train.epochs=3", "data.name=ItalyPowerDemand,GunPoint",
+                   "-m", "diagnostics=none"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [r["dataset"] for r in plan["runs"]] == ["ItalyPowerDemand", "GunPoint"]
+    assert all(r["hours_from"] == "measured" and r["seconds"] > 0 for r in plan["runs"])
+    assert plan["hours"] == pytest.approx(sum(r["seconds"] for r in plan["runs"]) / 3600)
+
+
+def test_jobs_measure_runs_at_once_each_on_its_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tsllm.loop import available_cores
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    runs, _ = P.plan(["mode=standalone", "encoder=mlp", "train.epochs=2", "data.name=ItalyPowerDemand,GunPoint",
+                      "diagnostics=none"], jobs=2, repeats=1)
+    assert list(runs["threads"]) == [max(1, available_cores() // 2)] * 2
+    assert (runs["seconds"] > 0).all()
+
+
+def test_the_dry_run_times_each_kind_of_step_a_run_takes() -> None:
+    from omegaconf import OmegaConf
+
+    from tsllm.build import load_data
+
+    cfg = make_cfg("mode=hybrid", "llm=tiny_random", "encoder=cnn", "encoder.channels=4", "train.epochs=5")
+    timing = P.measure(cfg, load_data(cfg), None, 0.0, repeats=1)
+    assert set(timing.steps) == {32, 54 - 32}  # ItalyPowerDemand: 54 TRAIN series after its validation share
+    assert timing.bn_refresh > 0 and timing.eval_per_series > 0 and timing.checkpoint > 0 and timing.diagnostics > 0
+    shape = P.Shape(54, 13, 1029, 1, 24, 2, "data")
+    one, two = (timing.run_seconds(OmegaConf.merge(cfg, {"train": {"epochs": e}}), shape, True) for e in (1, 2))
+    per_epoch = sum(timing.steps.values()) + timing.bn_refresh + timing.eval_per_call + 13 * timing.eval_per_series \
+        + timing.checkpoint
+    final_extra = timing.eval_per_call + 1029 * timing.eval_per_series  # TEST twice beyond one epoch, once at one
+    assert two - one == pytest.approx(per_epoch + final_extra)

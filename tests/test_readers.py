@@ -9,10 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tsllm.backbone import BackboneError, LLMSpec, freeze, load_llm
-from tsllm.model import build_model
+from tsllm.build import build_model
+from tsllm.config import ConfigError, LLMConfig
+from tsllm.llm import BackboneError, freeze, load_llm, prompt_ids_for
 from tsllm.readers import LLMReader, ReaderContext, build_reader
-from tsllm.readers.llm import prompt_ids_for
 from tsllm.train import run
 
 from conftest import CrashAfter, make_cfg
@@ -22,9 +22,9 @@ LLM_READERS = {"llm"}
 SHAPE = SimpleNamespace(name="ItalyPowerDemand", n_channels=1, length=24, num_classes=2)
 
 
-def tiny_spec(**overrides) -> LLMSpec:
+def tiny_spec(**overrides) -> LLMConfig:
     cfg = make_cfg("llm=tiny_random", *(f"llm.{k}={v}" for k, v in overrides.items()))
-    return LLMSpec.from_cfg(OmegaConf.to_container(cfg.llm, resolve=True))
+    return LLMConfig.from_cfg(OmegaConf.to_container(cfg.llm, resolve=True))
 
 
 def ctx(num_tokens: int = 4, **spec) -> ReaderContext:
@@ -66,8 +66,8 @@ def test_unknown_reader_lists_the_choices() -> None:
 
 
 def test_unknown_llm_key_raises() -> None:
-    with pytest.raises(BackboneError, match=r"llm\.num_layer\b.*known: .*num_layers"):
-        LLMSpec.from_cfg({**OmegaConf.to_container(make_cfg("llm=tiny_random").llm), "num_layer": 4})
+    with pytest.raises(ConfigError, match=r"llm\.num_layer: unknown key; llm tiny_random takes .*num_layers"):
+        LLMConfig.from_cfg({**OmegaConf.to_container(make_cfg("llm=tiny_random").llm), "num_layer": 4})
 
 
 # Truncated LLM ------------------------------------------------------------------------------------------
@@ -255,63 +255,64 @@ def test_every_control_builds_and_steps(control: str) -> None:
 
 
 def test_control_arms_have_distinct_labels_and_hashes() -> None:
+    from tsllm.identity import identify
     from tsllm.records import config_hash
-    from tsllm.train import arm_label
 
     labels, hashes = set(), set()
     for control in CONTROLS:
         cfg = make_cfg(f"control={control}")
-        mode = "standalone" if cfg.reader.name in ("mean", "attention", "transformer_layer") else "hybrid"
-        labels.add(arm_label(cfg, mode) + str(cfg.encoder.get("kernel_sizes")))
+        labels.add(identify(cfg).arm + str(cfg.encoder.get("kernel_sizes")))
         hashes.add(config_hash(OmegaConf.to_container(cfg, resolve=True)))
     assert len(labels) == len(hashes) == len(CONTROLS)
 
 
+def check(*overrides: str) -> str | None:
+    from tsllm.preflight import check_command_line
+    from tsllm.train import CONF_DIR
+
+    return check_command_line(CONF_DIR, list(overrides))
+
+
 @pytest.mark.parametrize(("override", "message"), [
-    ("llm.num_layer=3", "llm.num_layer=3: unknown key; llm takes .*num_layers"),
+    ("llm.num_layer=3", "llm.num_layer=3: unknown key; llm smollm2_135m takes .*num_layers"),
     ("llm=custom", "llm.name_or_path is required for llm=custom"),
 ])
 def test_llm_mistakes_fail_in_one_line_before_any_folder(override: str, message: str) -> None:
     import re
 
-    from tsllm.schema import check_overrides
-    from tsllm.train import CONF_DIR
-
-    assert re.search(message, check_overrides(CONF_DIR, [override]) or "")
+    assert re.search(message, check(override) or "")
 
 
 @pytest.mark.parametrize("reader", CONF_READERS)
 def test_every_reader_config_passes_its_own_schema_check(reader: str) -> None:
-    from tsllm.schema import reader_problem
+    from tsllm.preflight import config_problem
 
-    assert reader_problem(OmegaConf.to_container(make_cfg(f"reader={reader}").reader, resolve=True)) is None
+    assert config_problem(make_cfg(f"reader={reader}", *(["encoder=none"] if reader.startswith("text") else []))) \
+        is None
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["reader=attention", "reader.num_heads=abc"], "reader.num_heads='abc': expected int"),
-    (["mode=hybrid", "reader.prefix_cache=maybe"], "reader.prefix_cache='maybe': expected bool"),
-    (["mode=text", "reader.token_budget=1.5"], "reader.token_budget=1.5: expected int"),
+    (["reader=attention", "reader.num_heads=abc"],
+     "reader.num_heads=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["mode=hybrid", "reader.prefix_cache=maybe"],
+     "reader.prefix_cache=maybe: Value 'maybe' is not a valid bool (type str)"),
+    (["mode=text", "reader.token_budget=1.5"],
+     "reader.token_budget=1.5: Value '1.5' of type 'float' could not be converted to Integer"),
+    (["mode=hybrid", "reader.pooling=max"], "reader.pooling='max': expected one of last, mean"),
 ])
 def test_reader_values_of_the_wrong_type_fail_before_any_folder(overrides: list[str], message: str) -> None:
-    from tsllm.schema import check_overrides
-    from tsllm.train import CONF_DIR
-
-    assert check_overrides(CONF_DIR, overrides) == message
+    assert check(*overrides) == message
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
     # Arguments the run supplies (seed, sizes, the LLM) are not reader options: one line, not a TypeError.
-    (["+reader.seed=3"], "reader.seed: unknown key for reader mean; it takes align, bos, shuffle_latents"),
+    (["+reader.seed=3"], "reader.seed: unknown key; reader mean takes shuffle_latents, bos"),
     (["reader=attention", "+reader.hidden_size=64"],
-     "reader.hidden_size: unknown key for reader attention; it takes align, dropout, num_heads, shuffle_latents"),
-    (["mode=hybrid", "+reader.llm=x"], r"reader.llm: unknown key for reader llm; it takes align, lora, pooling, "
-                                        r"prefix_cache, prompt, prompt_length, shuffle_latents, suffix, template"),
-    # The text probe's from_context takes no **args: its constructor's names are not options either.
-    (["mode=text", "+reader.features=1"], "reader.features: unknown key for reader text_probe; it takes align, "
-                                           "batch_size, decimals, template, token_budget"),
+     "reader.hidden_size: unknown key; reader attention takes num_heads, dropout, shuffle_latents"),
+    (["mode=hybrid", "+reader.llm=x"], "reader.llm: unknown key; reader llm takes template, prompt, prompt_length, "
+                                        "suffix, pooling, prefix_cache, shuffle_latents, lora, align"),
+    (["mode=text", "+reader.features=1"],
+     "reader.features: unknown key; reader text_probe takes template, decimals, token_budget, batch_size"),
 ])
 def test_reader_keys_the_run_supplies_or_no_class_takes_are_refused(overrides: list[str], message: str) -> None:
-    from tsllm.schema import check_overrides
-    from tsllm.train import CONF_DIR
-
-    assert check_overrides(CONF_DIR, overrides) == message
+    assert check(*overrides) == message

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from test_hybrid import spec_of
-from tsllm.backbone import LLMSpec, decoder_of, freeze, load_llm
+from tsllm.config import LLMConfig
 from tsllm.data import load_ucr
+from tsllm.llm import decoder_of, freeze, load_llm
 from tsllm.readers.text import (
     TextICLClassifier,
     TextSeriesEncoder,
@@ -77,7 +78,7 @@ def tiny_gpt2():
     # Learned absolute positions: a padded row whose positions were shifted would compute something else
     # (Llama's rotary positions are shift-invariant and would hide that).
     config = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 512}
-    llm, tok = load_llm(LLMSpec(name="gpt2", random_config=config))
+    llm, tok = load_llm(LLMConfig(name="gpt2", random_config=config))
     return freeze(llm), tok
 
 

@@ -191,7 +191,7 @@ def test_cli_unknown_dataset_is_one_clear_error(tmp_path: Path) -> None:
     text = out.stdout + out.stderr
     assert out.returncode == 2, text
     assert "GunPiont" in text and "did you mean GunPoint" in text and "Traceback" not in text
-    assert read_record(tmp_path / "r")["status"] == "failed"
+    assert not (tmp_path / "r").exists()  # found missing before Hydra made the run folder
 
 
 def test_cli_run_writes_record(tmp_path: Path) -> None:
@@ -279,3 +279,34 @@ def test_unreachable_hub_switches_to_the_cache_and_fails_with_its_message(tmp_pa
     # The switch to the local cache is asserted, not the wall time: a timed bound fails on a loaded machine.
     assert "unreachable" in out.stdout + out.stderr and "from the local cache only" in out.stdout + out.stderr
     assert "is not in the local Hugging Face cache" in out.stdout + out.stderr
+
+
+def test_a_run_uses_the_threads_it_is_given_and_records_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import tsllm.train as train_mod
+
+    seen = []
+    real_fit = train_mod.fit
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "fit", spy)
+    before = torch.get_num_threads()
+    try:
+        record = run(make_cfg("train.threads=1", "encoder=mlp"), run_dir=tmp_path / "run")
+    finally:
+        torch.set_num_threads(before)
+    assert record["threads"] == 1 and seen == [1]
+
+
+def test_default_threads_share_the_cores_among_a_parallel_sweeps_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tsllm.loop as loop
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(loop, "available_cores", lambda: 4)
+    assert (loop.resolve_threads(None, 1), loop.resolve_threads(None, 2), loop.resolve_threads(3, 2)) == (4, 2, 3)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what the caller set is what the run was given
+    assert loop.resolve_threads(None, 2) == 1

@@ -31,91 +31,15 @@ from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from tsllm.config import TrainConfig
 from tsllm.data import DatasetSplits, Split
-from tsllm.records import FILE_MODE, RunDirConflict
+from tsllm.llm import auto_dtype
+from tsllm.records import FILE_MODE, FitResult, RunDirConflict
 
 log = logging.getLogger(__name__)
 
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
-PROTOCOLS = ("val_selected", "study_best_test")
-SELECTIONS = ("val", "min_train_loss", "last")
-OPTIMIZERS = ("adam", "adamw")
-PRECISIONS = ("auto", "fp32", "no", "bf16", "fp16")
-
-
-def _one_of(option: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{option}={value!r}: expected one of {', '.join(allowed)}")
-
-
-def val_fraction_of(cfg: Any) -> float:
-    """The share of TRAIN a run holds out for validation, from its whole config (data + train).
-
-    min_train_loss selects on TRAIN itself, so it trains on all of it: no validation carve-out. Every
-    place that rebuilds a run's splits (training, tsllm.plan, tsllm.diagnose) asks this one function.
-    """
-    return 0.0 if cfg.train.selection == "min_train_loss" else cfg.data.val_fraction
-
-
-@dataclass
-class TrainConfig:
-    """What conf/train/*.yaml holds; also the typed schema Hydra checks the YAML against."""
-
-    epochs: int = 100
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"                    # adam | adamw (the study: AdamW, weight decay 1e-5)
-    early_stopping: int = 0
-    stop_at_train_acc: float | None = None     # stop once an epoch's training accuracy reaches it (study: 0.995)
-    selection: str = "val"                     # val | min_train_loss | last
-    precision: str = "auto"
-    resume: bool = True
-    protocol: str = "val_selected"
-
-    def __post_init__(self) -> None:
-        _one_of("train.selection", self.selection, SELECTIONS)
-        _one_of("train.optimizer", self.optimizer, OPTIMIZERS)
-        _one_of("train.protocol", self.protocol, PROTOCOLS)
-        _one_of("train.precision", self.precision, PRECISIONS)
-        if self.stop_at_train_acc is not None and not 0.0 < self.stop_at_train_acc <= 1.0:
-            raise ValueError(f"train.stop_at_train_acc={self.stop_at_train_acc}: expected null or a value in (0, 1]")
-
-    @classmethod
-    def from_cfg(cls, cfg: Any) -> TrainConfig:
-        return cls(**dict(cfg))
-
-
-@dataclass
-class FitResult:
-    """What a run reports. `test_acc` is of the model picked by `selection`, which never looks at TEST."""
-
-    selection: str                      # "best_val", "min_train_loss", "last_epoch[: why]" or "nothing_trains"
-    best_epoch: int
-    epochs_run: int
-    val_acc: float | None
-    val_loss: float | None
-    test_acc: float
-    test_loss: float
-    test_acc_last_epoch: float
-    train_acc_last_epoch: float
-    stopped_early: bool
-    stop_reason: str | None             # None, "early_stopping" or "train_acc"
-    resumed_from_epoch: int
-    seconds: float
-    cost: dict[str, Any]
-    # Seconds of fit in the sessions before this one (to each one's last checkpoint): 0.0 for a run that
-    # did not resume, None where it resumed from a checkpoint that did not keep them.
-    earlier_sessions_seconds: float | None = 0.0
-    history: list[dict[str, float]] = field(default_factory=list)
-    # Only under protocol=study_best_test: optimistic, chosen with TEST, labelled so in every table.
-    study_best_test_acc: float | None = None
-    study_min_train_loss_test_acc: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -143,11 +67,31 @@ def seed_everything(seed: int) -> None:
 
 
 def mixed_precision(precision: str) -> str:
-    """Accelerate's mixed-precision name; `auto` is bf16 on a GPU and fp32 on CPU."""
+    """Accelerate's mixed-precision name for train.precision (``auto``: tsllm.llm.auto_dtype, as llm.dtype)."""
     if precision == "auto":
-        return "bf16" if torch.cuda.is_available() else "no"
-    _one_of("train.precision", precision, PRECISIONS)
+        return "bf16" if auto_dtype() == torch.bfloat16 else "no"
     return {"fp32": "no", "no": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, which SLURM and taskset set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_threads(threads: int | None, jobs: int = 1) -> int:
+    """CPU threads for a run: ``threads``; else OMP_NUM_THREADS where the caller set it; else the cores given
+    to this process shared among the ``jobs`` runs of a local parallel sweep.
+
+    torch's default (every core, whatever else runs) made a hybrid epoch 10x slower beside a second job.
+    """
+    if threads is not None:
+        return threads
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    return max(1, available_cores() // max(1, jobs))
 
 
 def save_atomic(obj: Any, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The classifier: encoder -> reader -> linear head.
+"""The classifier: encoder -> reader -> linear head (built from a config by tsllm.build).
 
 The ``reader`` config group picks what reads the latents (mean pool, a frozen LLM, a control layer);
 the encoder and head are the same whatever reads, so arms differ only in the reader.
@@ -6,17 +6,9 @@ the encoder and head are the same whatever reads, so arms differ only in the rea
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Protocol
+from typing import Protocol
 
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
-
-from tsllm.backbone import LLMSpec, hidden_size, load_config
-from tsllm.encoders import build_encoder
-from tsllm.readers import ReaderContext, build_reader
-
-log = logging.getLogger(__name__)
 
 
 class DataShape(Protocol):
@@ -79,37 +71,4 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     return counts
 
 
-def _plain(cfg: Any) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
-def build_model(cfg: Any, data: DataShape, *, seed: int | None = None, run_dir: Any = None) -> TSClassifier:
-    """Join the configured encoder, reader and a head for a dataset. The LLM is loaded only if the reader uses one.
-
-    H, the latent size, is the configured LLM's hidden size (read from its config, no weights) in every
-    mode, so the encoder of a standalone run is the same network as that of a hybrid run. ``encoder=none``
-    hands the raw series to a reader that reads series itself (mode=text).
-    """
-    seed = cfg.seed if seed is None else seed
-    spec = LLMSpec.from_cfg(_plain(cfg.llm))
-    latent_dim = hidden_size(load_config(spec))
-    enc_args = _plain(cfg.encoder)
-    name = enc_args.pop("name")
-    encoder = (nn.Identity() if name == "none" else
-               build_encoder(name, in_channels=data.n_channels, length=data.length, latent_dim=latent_dim, **enc_args))
-    ctx = ReaderContext(spec=spec, hidden_size=latent_dim, num_tokens=getattr(encoder, "num_tokens", 1),
-                        num_classes=data.num_classes, dataset=data.name, seed=seed,
-                        run_dir=None if run_dir is None else str(run_dir), data=data)
-    reader = build_reader(cfg.reader, ctx)
-    if (name == "none") != reader.reads_series:
-        raise ValueError(f"reader={cfg.reader.name} with encoder={name}: a reader of raw series (mode=text) goes "
-                         "with encoder=none, and a reader of latents needs an encoder")
-    return TSClassifier(encoder, reader, latent_dim, data.num_classes)
-
-
-def reader_mode(model: nn.Module) -> str:
-    """standalone | hybrid | lora | text: what kind of arm a built model is."""
-    return getattr(model.reader, "mode", "standalone")
-
-
-__all__ = ["TSClassifier", "build_model", "parameter_counts", "reader_mode"]
+__all__ = ["DataShape", "TSClassifier", "parameter_counts"]

@@ -1,61 +1,79 @@
-"""`python -m tsllm.plan <the overrides of a sweep>`: what a sweep will cost, before it is launched.
+"""`python -m tsllm.plan <the overrides of a sweep>`: what a sweep will cost, measured before it is launched.
 
-    python -m tsllm.plan -m experiment=paper_grid datasets=ucr2015 llm=llama31_8b [--tflops 400]
+    python -m tsllm.plan -m experiment=controls datasets=evidence16 [--jobs 2] [--json] [--records DIR]
+    python -m tsllm.plan -m experiment=paper_grid datasets=ucr2015 llm=llama31_8b --tflops 400
 
-The sweep's cells are expanded as Hydra's basic sweeper does (the experiment's `hydra.sweeper.params`
-and any `a,b,c` override); cells whose resolved configs are equal train once, as in a real sweep. Each
-run's FLOPs = epochs x (TRAIN series x training FLOPs per series + BatchNorm refresh + validation
-forwards) + the final evaluations, from FLOPs counted on one real step (or on the meta device for an LLM
-that does not fit here) with `tsllm.flops`. Early stopping is ignored: the figure is an upper bound.
-Dataset sizes come from the data when it is under data.root, else from the bundled UCR 2015 summary.
-With `--records DIR`, each planned run is matched by config hash to its finished record there, and the
-summary shows the wall hours those records took (over every session) beside the plan.
+A dry run of the real thing. The sweep's cells are expanded as Hydra's basic sweeper does (the experiment's
+``hydra.sweeper.params`` and any ``a,b,c`` override); cells whose resolved configs are equal train once, as in
+a real sweep. Each distinct run is built with :mod:`tsllm.build` (its data, its model, its LLM) and the
+loop's own steps are timed on this machine: a training step at each batch size an epoch has, the
+BatchNorm refresh, an evaluation of each split, a checkpoint, the diagnostics at the run's level, the text
+arm's reads of a series, and the setting up (data, model, LLM). The times are multiplied by how often a run
+does each. ``--jobs K`` measures K runs at once, each on its share of the cores, as a sweep of K queues
+runs. Early stopping is ignored: the hours are an upper bound.
+
+FLOPs are the machine-independent column: one training step and one evaluation forward counted with
+:mod:`tsllm.flops` on the built model (on the meta device for an LLM whose weights are not here). A run that
+cannot be built here (the weights, or the data, are elsewhere) is costed from its FLOPs at ``--tflops``
+(default: the float32 matmul rate measured on this CPU now); the ``hours_from`` column says which. With
+``--records DIR``, each planned run is matched by config hash to its finished record there, and the wall
+hours those records took (over every session) stand beside the plan. ``--json`` prints the same rows for
+scripts.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
 import re
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
 from importlib import resources
+from multiprocessing import get_context
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.optim.swa_utils import update_bn
+from torch.utils.flop_counter import FlopCounterMode
 
-from tsllm.backbone import LLMSpec, freeze, load_config
-from tsllm.data import UCR2015_85, DataError, load_ucr, register_resolvers, resolve_dataset_set
+from tsllm.build import build, build_model, load_backbone, load_data, val_fraction_of
+from tsllm.config import LLMConfig, TrainConfig, plain
+from tsllm.data import UCR2015_85, DataError, DatasetSplits, Split, register_resolvers, resolve_dataset_set
 from tsllm.flops import count_forward_flops, count_train_step_flops
-from tsllm.loop import val_fraction_of
-from tsllm.records import config_hash
+from tsllm.identity import identify, without
+from tsllm.llm import BackboneError, freeze, load_config, tokenizer_of
+from tsllm.loop import _Fit, resolve_threads, save_atomic
+from tsllm.preflight import experiment_axes
+from tsllm.records import config_hash, environment
 from tsllm.train import CONF_DIR
 
 log = logging.getLogger("tsllm.plan")
 register_resolvers()
-META_ABOVE_PARAMS = 1e9  # LLMs above this many parameters are counted on the meta device
+META_ABOVE_PARAMS = 1e9  # LLMs above this many parameters are not loaded here: counted on the meta device
 LLAMA31_8B_DIMS = dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, head_dim=128,
                        max_position_embeddings=131072, tie_word_embeddings=False)
+SAMPLE = 8  # series per timed evaluation, text read or diagnostics pass (scaled to the split's size)
 
 
 class PlanError(ValueError):
     """Bad input to the planner: one line."""
+
+
+# --------------------------------------------------------------------------- cells and dataset sizes
 
 
 @dataclass(frozen=True)
@@ -75,28 +93,24 @@ def sizes_table() -> dict[str, dict[str, int]]:
     return json.loads(resources.files("tsllm").joinpath("assets/ucr2015_sizes.json").read_text())["datasets"]
 
 
-def dataset_shape(name: str, data_cfg: DictConfig, seed: int, val_fraction: float) -> Shape:
-    """Sizes from the data itself when it can be read, else from the bundled UCR 2015 table.
-
-    ``val_fraction`` is the run's own (`tsllm.loop.val_fraction_of`), which can differ from data_cfg's.
-    """
+def dataset_shape(cfg: DictConfig) -> tuple[Shape, DatasetSplits | None]:
+    """A run's split sizes, from its data when it can be read here (returned too), else from the bundled table."""
     try:
-        d = load_ucr(name, data_cfg.root, normalise=data_cfg.normalise, val_fraction=val_fraction,
-                     seed=seed, missing=data_cfg.missing)
+        d = load_data(cfg)
         n_val = 0 if d.val is None else len(d.val.y)
-        return Shape(len(d.train.y), n_val, len(d.test.y), d.n_channels, d.length, d.num_classes, "data")
+        return Shape(len(d.train.y), n_val, len(d.test.y), d.n_channels, d.length, d.num_classes, "data"), d
     except DataError:
         table = sizes_table()
-        if name not in table:
-            raise PlanError(f"dataset {name!r} is neither under data.root={data_cfg.root} nor in the "
+        if cfg.data.name not in table:
+            raise PlanError(f"dataset {cfg.data.name!r} is neither under data.root={cfg.data.root} nor in the "
                             "bundled UCR 2015 size table") from None
-    row = table[name]
-    n, k = row["n_train"], row["num_classes"]
+    row = table[cfg.data.name]
+    n, k, fraction = row["n_train"], row["num_classes"], val_fraction_of(cfg)
     # The split rule of tsllm.data.splits.stratified_split (class counts unknown here: assumed >= 2 each).
-    n_val = max(k, math.floor(val_fraction * n + 0.5)) if val_fraction > 0 else 0
+    n_val = max(k, math.floor(fraction * n + 0.5)) if fraction > 0 else 0
     if n - n_val < k:
         n_val = 0
-    return Shape(n - n_val, n_val, row["n_test"], row["n_channels"], row["length"], k, "table")
+    return Shape(n - n_val, n_val, row["n_test"], row["n_channels"], row["length"], k, "table"), None
 
 
 def dataset_names(spec: Any, root: str | None) -> list[str]:
@@ -113,27 +127,29 @@ def dataset_names(spec: Any, root: str | None) -> list[str]:
 
 
 def expand(overrides: list[str]) -> tuple[list[str], list[list[str]]]:
-    """(plain overrides, one list of sweep overrides per cell), as Hydra's basic sweeper expands them."""
+    """(plain overrides, one list of sweep overrides per cell): the product of every sweep axis, the command
+    line's over the experiment's (a single command-line value replaces an experiment's axis, as in Hydra).
+
+    An experiment's dataset set (``${tsllm_datasets:...}``) expands to its names even where they are not all on
+    disk: those are sized from the bundled UCR 2015 table.
+    """
     parser = OverridesParser.create()
     parsed = parser.parse_overrides([o for o in overrides if o not in ("-m", "--multirun")])
-    plain = [o.input_line for o in parsed if not o.is_sweep_override()]
-    user_sweeps = {o.key_or_group: o.input_line for o in parsed if o.is_sweep_override()}
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        base = compose(config_name="train", overrides=plain, return_hydra_config=True)
-    node = base.hydra.sweeper.get("params")
-    params = OmegaConf.to_container(node, resolve=False) if node is not None else {}
-    fixed = {o.key_or_group for o in parsed if not o.is_sweep_override()}
-    sweeps: dict[str, str] = {}
-    for key, value in params.items():
-        if key in fixed:  # a single value on the command line replaces the experiment's grid, as in Hydra
-            continue
-        if isinstance(value, str) and "tsllm_datasets" in value:
-            value = ",".join(dataset_names(base.datasets.names, base.data.root))
-        sweeps[key] = f"{key}={value}"
-    sweeps.update(user_sweeps)  # the command line wins over the experiment's grid, as in Hydra
-    if not sweeps:
-        return plain, [[]]
-    return plain, BasicSweeper.split_arguments(parser.parse_overrides(list(sweeps.values())), None)[0]
+        base = compose(config_name="train", overrides=fixed, return_hydra_config=True)
+    axes = experiment_axes(base, {o.get_key_element() for o in parsed}, datasets=dataset_names)
+    for o in parsed:
+        if o.is_sweep_override():
+            axes[o.get_key_element()] = list(o.sweep_string_iterator())
+    if not axes:
+        return fixed, [[]]
+    keys = list(axes)
+    return fixed, [[f"{k}={v}" for k, v in zip(keys, combo, strict=True)]
+                   for combo in itertools.product(*(axes[k] for k in keys))]
+
+
+# --------------------------------------------------------------------------- the LLMs a plan builds with
 
 
 class _ApproxTokenizer:
@@ -143,240 +159,14 @@ class _ApproxTokenizer:
     """
 
     bos_token_id, eos_token_id, pad_token_id = 1, 2, None
+    all_special_ids = [1, 2]
 
     def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
         pieces = re.findall(r"\w+|[^\w\s]", text)
         return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + [3] * len(pieces)}
 
-
-def _mode_of(cfg: DictConfig) -> str:
-    """standalone | hybrid | lora | text, from the reader a config names."""
-    from hydra.utils import get_class
-
-    mode = get_class(cfg.reader._target_).mode
-    return "lora" if mode == "hybrid" and cfg.reader.get("lora") else mode
-
-
-class Counter:
-    """FLOP counts per distinct shape, with one LLM per spec kept loaded (real or on the meta device)."""
-
-    def __init__(self) -> None:
-        self._llms: dict[str, tuple[nn.Module, Any, bool]] = {}
-        self._cache: dict[str, tuple[float, float, float]] = {}
-        self._readers: dict[str, tuple[int, float]] = {}
-        self._fronts: dict[str, tuple[int, float, int]] = {}
-        self._sizes: dict[str, int] = {}
-        self._text: dict[str, float] = {}
-        self.notes: set[str] = set()
-
-    def _big(self, llm_cfg: DictConfig) -> bool:
-        """Whether runs with this LLM are counted on the meta device (too large for this machine)."""
-        from transformers import AutoModelForCausalLM
-
-        key = json.dumps(OmegaConf.to_container(llm_cfg, resolve=True), sort_keys=True)
-        if key not in self._sizes:
-            with torch.device("meta"):
-                model = AutoModelForCausalLM.from_config(_config_or_published(LLMSpec.from_cfg(llm_cfg)))
-            self._sizes[key] = sum(p.numel() for p in model.parameters())
-            if self._sizes[key] > META_ABOVE_PARAMS:
-                self.notes.add(f"{llm_cfg.name}: {self._sizes[key] / 1e9:.2f} B parameters, counted on the meta "
-                               "device (standalone runs too: their latent size is its hidden size)")
-        return self._sizes[key] > META_ABOVE_PARAMS
-
-    def _llm(self, llm_cfg: DictConfig) -> tuple[nn.Module, Any, bool]:
-        from tsllm.backbone import BackboneError, load_llm
-
-        key = json.dumps(OmegaConf.to_container(llm_cfg, resolve=True), sort_keys=True)
-        if key in self._llms:
-            return self._llms[key]
-        spec = LLMSpec.from_cfg(llm_cfg)
-        meta = self._big(llm_cfg)
-        if not meta:
-            try:
-                llm, tok = load_llm(spec, seed=0)
-            except BackboneError:
-                meta = True
-                self.notes.add(f"{llm_cfg.name}: weights not available here, counted on the meta device")
-        if meta:
-            from transformers import AutoModelForCausalLM
-
-            with torch.device("meta"):
-                llm = AutoModelForCausalLM.from_config(_config_or_published(spec))
-            tok = _tokenizer_or_approx(llm_cfg)
-            if isinstance(tok, _ApproxTokenizer):
-                self.notes.add(f"{llm_cfg.name}: tokenizer not available here; prompt length approximated "
-                               "as one token per word or punctuation mark (+ BOS)")
-        self._llms[key] = (freeze(llm), tok, meta)
-        return self._llms[key]
-
-    def hidden_size(self, llm_cfg: DictConfig) -> int:
-        """The LLM's hidden size (from the loaded or meta model)."""
-        return int(self._llm(llm_cfg)[0].config.hidden_size)
-
-    def text_forward(self, cfg: DictConfig, shape: Shape) -> tuple[float, float]:
-        """(FLOPs per series read, FLOPs once per run) of the text arm (``mode=text``), as its readers run.
-
-        The tokens are those of a standard-normal series of the dataset's shape written as the reader
-        writes it (downsampled to fit the budget). ``text_probe`` runs the decoder over prompt + series.
-        ``text_icl`` runs the few-shot prefix once (its keys and values are cached), then per query the
-        decoder over the query's tokens and the LM head at the label. As in every count here, attention
-        scores are left to torch's counter (see tsllm.flops: on CPU it counts none), so long contexts are
-        under-counted by about T / (6 x hidden size) (T tokens in the context).
-        """
-        from tsllm.backbone import decoder_of
-        from tsllm.readers.llm import prompt_token_ids
-        from tsllm.readers.text import LABEL_TAG, SERIES_TAG, fit_to_budget, series_token_ids
-
-        llm, tok, meta = self._llm(cfg.llm)
-        reader, budget = cfg.reader, int(cfg.reader.token_budget)
-        x = np.random.default_rng(0).standard_normal((shape.n_channels, shape.length))
-        prompt = len(prompt_token_ids(tok, str(reader.get("template") or reader.get("prompt"))))
-        decoder = decoder_of(llm)
-
-        def forward(tokens: int) -> float:
-            key = json.dumps([OmegaConf.to_container(cfg.llm, resolve=True), tokens], sort_keys=True)
-            if key not in self._text:
-                with torch.device("meta" if meta else "cpu"):
-                    ids = torch.zeros(1, tokens, dtype=torch.long)
-                self._text[key] = float(count_forward_flops(decoder, input_ids=ids, use_cache=False))
-            return self._text[key]
-
-        if not _is_icl(cfg):
-            text, _ = fit_to_budget(x, tok, prompt, budget, int(reader.decimals))
-            return forward(prompt + len(series_token_ids(tok, text))), 0.0
-        tags = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in (SERIES_TAG, LABEL_TAG))
-        examples = int(reader.shots) * shape.num_classes + 1  # the shots and the query share one factor
-        room = max(1, (budget - prompt) // examples - tags - 1)
-        text, _ = fit_to_budget(x, tok, 0, room + 1, int(reader.decimals))
-        query = tags + len(series_token_ids(tok, text))  # + the label's first token, scored below
-        prefix = prompt + (examples - 1) * (query + 1)
-        head = 2 * llm.config.hidden_size * llm.config.vocab_size  # the LM head at the scored position
-        return forward(query) + head, forward(prefix)
-
-    def per_series(self, cfg: DictConfig, shape: Shape, dataset: str) -> tuple[float, float, float]:
-        """(training FLOPs per TRAIN series, forward FLOPs per evaluated series, encoder forward per series)."""
-        key = json.dumps([OmegaConf.to_container(cfg[g], resolve=True) for g in ("encoder", "reader", "llm")]
-                         + [cfg.train.batch_size, cfg.train.eval_batch_size, shape.n_channels, shape.length,
-                            shape.num_classes, dataset if "{dataset}" in str(cfg.reader.get("template")) else ""],
-                         sort_keys=True)
-        if key not in self._cache:
-            self._cache[key] = self._count(cfg, shape, dataset)
-        return self._cache[key]
-
-    def _count(self, cfg: DictConfig, shape: Shape, dataset: str) -> tuple[float, float, float]:
-        from tsllm.model import build_model
-        from tsllm.readers import reader_uses_llm
-
-        hybrid = reader_uses_llm(cfg.reader)
-        llm, tok, meta = self._llm(cfg.llm) if hybrid else (None, None, self._big(cfg.llm))
-        lora = hybrid and cfg.reader.get("lora")
-        loader = lambda *_a, **_k: (llm if not lora else _copy(llm), tok)  # noqa: E731
-        device = torch.device("meta") if meta else torch.device("cpu")
-        with _patched_backbone(load_llm=loader, load_config=_config_or_published), torch.device(device), \
-                torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = build_model(cfg, SimpleNamespace(name=dataset, n_channels=shape.n_channels, length=shape.length,
-                                                     num_classes=shape.num_classes))
-        if not isinstance(model.head, nn.Linear):  # a reader that reads series and gives logits (text arm)
-            return self._whole(model, cfg, shape, device)
-        # The front's cost depends on the encoder and the latent size only: shared by standalone and hybrid.
-        front_key = json.dumps([OmegaConf.to_container(cfg.encoder, resolve=True), model.head.in_features,
-                                cfg.train.batch_size, shape.n_channels, shape.length, shape.num_classes])
-        if front_key not in self._fronts:
-            try:  # outside the device context: it costs a Python call per op, the bulk of the planner's time
-                self._fronts[front_key] = self._front(model, cfg, shape, device)
-            except RuntimeError:  # a module that makes tensors without a device: count inside the context
-                with torch.device(device):
-                    self._fronts[front_key] = self._front(model, cfg, shape, device)
-        train, evaluate, n_lat = self._fronts[front_key]
-        b, eb, h = cfg.train.batch_size, cfg.train.eval_batch_size, model.head.in_features
-        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.encoder.modules())
-        bn_refresh = evaluate - 2 * h * shape.num_classes if has_bn else 0.0  # the encoder's forward only
-        if hybrid:
-            reader_key = json.dumps([OmegaConf.to_container(cfg[g], resolve=True) for g in ("reader", "llm")]
-                                    + [_prompt_key(model.reader), n_lat, h, b, eb], sort_keys=True)
-            if reader_key not in self._readers:
-                with torch.device(device):
-                    self._readers[reader_key] = _reader_flops(model.reader, n_lat, h, b, eb)
-            r_train, r_eval = self._readers[reader_key]
-            train, evaluate = train + r_train, evaluate + r_eval
-        return train / b, evaluate, bn_refresh
-
-    @staticmethod
-    def _whole(model: nn.Module, cfg: DictConfig, shape: Shape, device: torch.device) -> tuple[float, float, float]:
-        """No encoder/reader split to exploit: the whole model counted on one step and one forward."""
-        b = cfg.train.batch_size
-        with torch.device(device):
-            x = torch.randn(b, shape.n_channels, shape.length)
-            y = torch.randint(0, shape.num_classes, (b,))
-            return count_train_step_flops(model, x, y) / b, count_forward_flops(model, x) / b, 0.0
-
-    @staticmethod
-    def _front(model: nn.Module, cfg: DictConfig, shape: Shape, device: torch.device) -> tuple[int, float, int]:
-        """Encoder + head on their own (the reader replaced by the mean pool): (train step FLOPs at the batch
-        size, eval forward FLOPs per series, latent tokens). FLOPs add up by module, so the reader is counted
-        apart, and only once per latent shape."""
-        from tsllm.model import TSClassifier
-        from tsllm.readers import MeanReader
-
-        b, h = cfg.train.batch_size, model.head.in_features
-        x = torch.randn(b, shape.n_channels, shape.length, device=device)
-        y = torch.randint(0, shape.num_classes, (b,), device=device)
-        front = TSClassifier(model.encoder, MeanReader(num_tokens=1), h, shape.num_classes).to(device)
-        train = count_train_step_flops(front, x, y)
-        # Linear in the batch: eval-mode forward per series (BatchNorm and dropout cost no counted FLOPs).
-        with torch.no_grad():
-            n_lat = model.encoder.eval()(x[:1]).shape[1]
-        return train, count_forward_flops(front, x) / b, n_lat
-
-
-def _prompt_key(reader: nn.Module) -> list[int] | None:
-    ids = getattr(reader, "prompt_ids", None)
-    return None if ids is None else [int(ids.numel()), int(getattr(reader, "suffix_ids", ids).numel())]
-
-
-def _reader_flops(reader: nn.Module, n_lat: int, h: int, b: int, eb: int) -> tuple[int, float]:
-    """(FLOPs of the reader's forward + backward to the latents on a batch of b, forward FLOPs per series)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    reader(torch.zeros(1, n_lat, h))  # builds the prompt cache outside the count, as a run does once
-    latents = torch.randn(b, n_lat, h, requires_grad=True)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        reader(latents).float().sum().backward()
-    evaluate = count_forward_flops(reader, torch.zeros(eb, n_lat, h)) / eb
-    return int(counter.get_total_flops()), evaluate
-
-
-@contextmanager
-def _patched_backbone(**replacements: Any) -> Iterator[None]:
-    """Replace tsllm.backbone functions wherever the model code imported them (before and after refactors)."""
-    import tsllm.backbone as backbone
-
-    originals = {attr: getattr(backbone, attr) for attr in replacements}
-    users = [m for name, m in list(sys.modules.items())
-             if name.startswith("tsllm") and m is not None and m is not backbone and name != __name__]
-    with ExitStack() as stack:
-        for module in users:
-            for attr, new in replacements.items():
-                if getattr(module, attr, None) is originals[attr]:
-                    stack.enter_context(mock.patch.object(module, attr, new))
-        yield
-
-
-def _config_or_published(spec: LLMSpec):
-    from tsllm.backbone import BackboneError
-
-    try:
-        return load_config(spec)
-    except BackboneError:
-        return _published_config(spec.name)
-
-
-def _copy(module: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(module)
+    def __len__(self) -> int:
+        return 4
 
 
 def _published_config(name: str):
@@ -391,80 +181,423 @@ def _published_config(name: str):
     raise PlanError(f"llm {name!r}: its config cannot be loaded here and no published config is bundled")
 
 
-def _tokenizer_or_approx(llm_cfg: DictConfig) -> Any:
-    from tsllm.diagnostics.runs import tokenizer_of
+class Backbones:
+    """The LLMs of a plan, each loaded once: the real one (to time runs with) where its weights are here and it
+    fits, and a meta-device copy of every one (to count FLOPs on, from shapes alone)."""
 
-    return tokenizer_of(llm_cfg) or _ApproxTokenizer()  # the prompt length is all that is needed
+    def __init__(self) -> None:
+        self._real: dict[str, tuple[Any, float] | None] = {}
+        self._meta: dict[str, Any] = {}
+        self.notes: set[str] = set()
+
+    @staticmethod
+    def _key(cfg: DictConfig) -> str:
+        llm_cfg = plain(cfg.llm)
+        return json.dumps([llm_cfg, cfg.seed if llm_cfg.get("weights") == "random" else None], sort_keys=True)
+
+    def real(self, cfg: DictConfig) -> tuple[tuple[nn.Module, Any], float] | None:
+        """((frozen LLM, tokenizer), seconds a run takes to load it), or None where it cannot be run here."""
+        key = self._key(cfg)
+        if key not in self._real:
+            self._real[key] = self._load(cfg)
+        return self._real[key]
+
+    def _load(self, cfg: DictConfig) -> tuple[Any, float] | None:
+        spec = LLMConfig.from_cfg(cfg.llm)
+        size = sum(p.numel() for p in self.meta(cfg)[0].parameters())
+        if size > META_ABOVE_PARAMS:
+            self.notes.add(f"{spec.name}: {size / 1e9:.2f} B parameters, not run here: its runs are costed from "
+                           "FLOPs counted on the meta device (standalone runs too: their latent size is its hidden size)")
+            return None
+        try:
+            start = time.perf_counter()
+            backbone = load_backbone(cfg)
+            return backbone, time.perf_counter() - start
+        except BackboneError:
+            self.notes.add(f"{spec.name}: weights not available here: its runs are costed from FLOPs")
+            return None
+
+    def meta(self, cfg: DictConfig) -> tuple[nn.Module, Any]:
+        """(the LLM on the meta device, its tokenizer or an approximation): shapes without weights."""
+        from transformers import AutoModelForCausalLM
+
+        key = json.dumps(plain(cfg.llm), sort_keys=True)
+        if key not in self._meta:
+            spec = LLMConfig.from_cfg(cfg.llm)
+            try:
+                config = load_config(spec)
+            except BackboneError:
+                config = _published_config(spec.name)
+            with torch.device("meta"):
+                llm = AutoModelForCausalLM.from_config(config)
+            if spec.num_layers is not None:
+                from tsllm.llm.loading import truncate_layers
+
+                llm = truncate_layers(llm, spec.num_layers)
+            tokenizer = tokenizer_of(cfg.llm)
+            if tokenizer is None:
+                tokenizer = _ApproxTokenizer()
+                self.notes.add(f"{spec.name}: tokenizer not available here; prompt length approximated as one "
+                               "token per word or punctuation mark (+ BOS)")
+            self._meta[key] = (freeze(llm), tokenizer)
+        return self._meta[key]
+
+    @staticmethod
+    def _config(spec: LLMConfig):
+        try:
+            return load_config(spec)
+        except BackboneError:
+            return _published_config(spec.name)
 
 
-def run_flops(cfg: DictConfig, shape: Shape, counter: Counter, dataset: str) -> dict[str, float]:
-    """FLOPs of one run of cfg on a dataset of this shape, as tsllm.loop trains and evaluates it."""
-    if _mode_of(cfg) == "text":
-        return _text_run_flops(cfg, shape, counter)
-    per_train, per_eval, per_bn = counter.per_series(cfg, shape, dataset)
-    epoch = shape.n_train * (per_train + per_bn) + shape.n_val * per_eval
+# --------------------------------------------------------------------------- FLOPs (machine-independent)
+
+
+@dataclass
+class Flops:
+    """FLOPs of a run's kinds of work: a training step (at the batch size), an evaluation forward per series,
+    the BatchNorm refresh per TRAIN series, the text arm's read per series (once per series, features kept)."""
+
+    step: float
+    eval_per_series: float
+    bn_per_series: float = 0.0
+    read_per_series: float = 0.0
+
+
+def count_flops(model: nn.Module, shape: Shape, cfg: DictConfig, device: torch.device) -> Flops:
+    """FLOPs of one training step and one evaluation forward of a built model, on ``device`` (meta or CPU)."""
+    b = min(cfg.train.batch_size, shape.n_train)
+    with torch.device(device), torch.random.fork_rng(devices=[]):
+        x = torch.randn(b, shape.n_channels, shape.length)
+        y = torch.randint(0, shape.num_classes, (b,))
+        model(x[:1])  # builds the prompt's key/value cache outside the count, as a run does once
+        step = count_train_step_flops(model, x, y)
+        forward = count_forward_flops(model, x) / b
+    encoder = model.encoder
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in encoder.modules())
+    with torch.device(device):
+        bn = count_forward_flops(encoder, x[:1]) if has_bn else 0.0
+    return Flops(step=float(step), eval_per_series=float(forward), bn_per_series=float(bn))
+
+
+def run_flops(f: Flops, cfg: DictConfig, shape: Shape, trains: bool) -> float:
+    """FLOPs of a whole run of cfg, as tsllm.loop trains and evaluates it."""
+    evaluations = shape.n_test * (1 if cfg.train.epochs == 1 or not trains else 2) + shape.n_val
+    reads = (shape.n_train if trains else 0) + shape.n_val + shape.n_test
+    if not trains:  # nothing trains (text_icl): it reads validation and TEST once
+        return evaluations * f.eval_per_series + reads * f.read_per_series
+    b = min(cfg.train.batch_size, shape.n_train)
+    epoch = shape.n_train * (f.step / b + f.bn_per_series) + shape.n_val * f.eval_per_series
     if cfg.train.protocol == "study_best_test":
-        epoch += shape.n_test * per_eval
-    # TEST of the last and of the selected weights (once when they are the same: one epoch; otherwise an
-    # upper bound), validation again. Diagnostics after the run are not counted.
-    final = ((1 if cfg.train.epochs == 1 else 2) * shape.n_test + shape.n_val) * per_eval
-    steps = cfg.train.epochs * math.ceil(shape.n_train / cfg.train.batch_size)
-    return {"flops": cfg.train.epochs * epoch + final, "flops_per_step": per_train * cfg.train.batch_size,
-            "steps": steps}
+        epoch += shape.n_test * f.eval_per_series
+    return cfg.train.epochs * epoch + evaluations * f.eval_per_series + reads * f.read_per_series
 
 
-def _is_icl(cfg: DictConfig) -> bool:
-    return str(cfg.reader._target_).endswith("TextICLReader")
+# --------------------------------------------------------------------------- the dry run
 
 
-def _text_run_flops(cfg: DictConfig, shape: Shape, counter: Counter) -> dict[str, float]:
-    """The text arm: one LLM forward per distinct series it reads, whatever the epochs (features are kept).
+@dataclass
+class Timing:
+    """Seconds of each kind of work a run does, measured on this machine by the run's own code."""
 
-    ``text_probe`` reads TRAIN, validation and TEST once and trains a linear head on the features (its
-    FLOPs are counted too, though negligible); ``text_icl`` trains nothing and reads validation and TEST.
-    """
-    forward, once = counter.text_forward(cfg, shape)
-    if _is_icl(cfg):
-        return {"flops": (shape.n_val + shape.n_test) * forward + once, "flops_per_step": 0.0, "steps": 0}
-    b = cfg.train.batch_size
-    hidden = counter.hidden_size(cfg.llm)
-    head_step = 6 * hidden * shape.num_classes * b  # forward + backward of the linear head on a batch
-    steps = cfg.train.epochs * math.ceil(shape.n_train / b)
-    return {"flops": (shape.n_train + shape.n_val + shape.n_test) * forward + steps * head_step,
-            "flops_per_step": float(head_step), "steps": steps}
+    setup: float                 # data, model and LLM, as a run sets them up
+    first_step_extra: float      # the first step's warm-up and FLOP count, beyond a plain step
+    steps: dict[int, float]      # seconds of a training step, by batch size
+    bn_refresh: float            # BatchNorm statistics over TRAIN, once per epoch
+    eval_per_series: float
+    eval_per_call: float         # the fixed part of one evaluation of a split
+    checkpoint: float            # the last checkpoint (every epoch) and the selected one (upper bound: every epoch)
+    diagnostics: float           # at the run's level, scaled to its TEST split
+    read_per_series: float = 0.0  # text arm: the LLM's read of one series (once per series)
+    threads: int = 1
+    flops: Flops | None = None
+
+    def run_seconds(self, cfg: DictConfig, shape: Shape, trains: bool) -> float:
+        """Seconds of a whole run: the counts of tsllm.loop times these measurements."""
+        def evaluate(n: int) -> float:
+            return self.eval_per_call + n * self.eval_per_series if n else 0.0
+
+        reads = ((shape.n_train if trains else 0) + shape.n_val + shape.n_test) * self.read_per_series
+        final = evaluate(shape.n_test) * (1 if cfg.train.epochs == 1 or not trains else 2) + evaluate(shape.n_val)
+        if not trains:
+            return self.setup + reads + final + self.diagnostics
+        b = min(cfg.train.batch_size, shape.n_train)
+        full, rest = divmod(shape.n_train, b)
+        epoch = full * self.steps[b] + (self.steps[rest] if rest else 0.0) + self.bn_refresh
+        epoch += evaluate(shape.n_val) + self.checkpoint
+        if cfg.train.protocol == "study_best_test":
+            epoch += evaluate(shape.n_test)
+        return self.setup + self.first_step_extra + cfg.train.epochs * epoch + final + reads + self.diagnostics
 
 
-def plan(overrides: list[str]) -> tuple[pd.DataFrame, set[str]]:
-    """One row per run the sweep would train (twin cells dropped): identity, steps, FLOPs."""
-    plain, cells = expand(overrides)
-    counter, rows, seen = Counter(), [], set()
-    by_group: dict[tuple, list[str]] = {}
+def _subset(split: Split, n: int) -> Split:
+    return Split(split.x[:n], split.y[:n])
+
+
+def measure(cfg: DictConfig, data: DatasetSplits, backbone: tuple[nn.Module, Any] | None, llm_seconds: float,
+            repeats: int = 2) -> Timing:
+    """Build a run of cfg as training does and time each kind of step it will take, ``repeats`` times each."""
+    from tsllm.diagnostics import resolve_level, run_diagnostics
+
+    train_cfg = TrainConfig.from_cfg(cfg.train)
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="tsllm-plan-") as tmp:
+        start = time.perf_counter()
+        load_data(cfg)  # what a run spends reading its data (the copy given is the same)
+        model = build(cfg, llm=backbone, run_dir=tmp, data=data).model
+        environment()
+        setup = time.perf_counter() - start + (llm_seconds if backbone is not None else 0.0)
+        loop = _Fit(model, data, train_cfg, seed=cfg.seed, run_dir=Path(tmp), on_epoch=None)
+        x, y = torch.from_numpy(data.train.x), torch.from_numpy(data.train.y)
+        reader = model.reader
+        read = 0.0
+        features = getattr(reader, "features", None) or getattr(reader, "classifier", None)
+        reads_flops = 0.0
+        if features is not None:  # the text arm: each series is read once, then kept
+            k = min(SAMPLE, len(data.test.y))
+            sample = torch.from_numpy(data.test.x[:k])
+            with FlopCounterMode(display=False) as counter:
+                tic = time.perf_counter()
+                features(sample)
+                read = (time.perf_counter() - tic) / k
+            reads_flops = counter.get_total_flops() / k
+            features.memo.rows.clear()
+            features.memo.factors.clear()
+        steps: dict[int, float] = {}
+        first_extra = 0.0
+        if loop.optimizer is not None:
+            b = min(train_cfg.batch_size, len(y))
+            sizes = sorted({b, len(y) % b} - {0})
+            if features is not None:
+                features(x[:b])  # the reads are costed above; the steps time the head on kept features
+            tic = time.perf_counter()
+            loop.warm_up(x[:1])
+            with FlopCounterMode(display=False) as counter:  # the loop's own first step: warm-up and count
+                loop.step(x[:b], y[:b], 0)
+            first = time.perf_counter() - tic
+            step_flops = float(counter.get_total_flops())
+            for size in sizes:
+                if features is not None:
+                    features(x[:size])
+                times = []
+                for _ in range(repeats):
+                    tic = time.perf_counter()
+                    loop.model.train()
+                    loop.step(x[:size], y[:size], 0)
+                    times.append(time.perf_counter() - tic)
+                steps[size] = float(np.median(times))
+            first_extra = max(0.0, first - steps[b])
+            tic = time.perf_counter()
+            update_bn(loop.train_loader, loop.base.encoder)
+            bn = time.perf_counter() - tic
+            loop.state.session_seconds = [0.0]
+            loop.start = time.perf_counter()
+            tic = time.perf_counter()
+            loop.checkpoint()
+            save_atomic(loop.base.trainable_state(), loop.best_path)
+            ckpt = time.perf_counter() - tic
+        else:
+            bn = ckpt = step_flops = 0.0
+        # Evaluation: the fixed part of a call, and the part per series (kept text features are not re-read).
+        k = min(SAMPLE, len(data.test.y))
+        one, many = _subset(data.test, 1), _subset(data.test, k)
+        if features is not None:
+            features(torch.from_numpy(many.x))
+        loop.evaluate(loop.model, one)
+        tic = time.perf_counter()
+        loop.evaluate(loop.model, one)
+        t_one = time.perf_counter() - tic
+        tic = time.perf_counter()
+        loop.evaluate(loop.model, many)
+        t_many = time.perf_counter() - tic
+        per_series = max(0.0, (t_many - t_one) / max(1, k - 1)) if k > 1 else t_one
+        per_call = max(0.0, t_one - per_series)
+        eval_flops = count_forward_flops(model, torch.from_numpy(many.x)) / k
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.encoder.modules())
+        bn_flops = float(count_forward_flops(model.encoder, x[:1])) if has_bn else 0.0
+        # Diagnostics at the run's level, on a sample of TEST, scaled to what the run diagnoses.
+        diag = 0.0
+        diag_cfg = cfg.get("diagnostics")
+        level = resolve_level(diag_cfg.level, model) if diag_cfg is not None else "none"
+        if level != "none":
+            sample = DatasetSplits(name=data.name, train=_subset(data.train, k), val=None, test=many,
+                                   classes=data.classes, meta=data.meta)
+            tic = time.perf_counter()
+            run_diagnostics(model, sample, tmp, level, max_series=k, figures=level == "full")
+            diag = (time.perf_counter() - tic) * min(len(data.test.y), diag_cfg.max_series) / k
+    return Timing(setup=setup, first_step_extra=first_extra, steps=steps, bn_refresh=bn, eval_per_series=per_series,
+                  eval_per_call=per_call, checkpoint=ckpt, diagnostics=diag, read_per_series=read, threads=threads,
+                  flops=Flops(step_flops, float(eval_flops), bn_flops, read_per_series=reads_flops))
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class Planned:
+    """One distinct run of a sweep."""
+
+    config: dict[str, Any]
+    cell: str           # the sweep overrides that make it
+    shape: Shape
+    data: DatasetSplits | None = field(default=None, repr=False)
+
+    @property
+    def cfg(self) -> DictConfig:
+        return OmegaConf.create(self.config)
+
+
+def distinct_runs(overrides: list[str]) -> list[Planned]:
+    """The runs a sweep would train, twin cells dropped (configs resolve equal), with their dataset shapes."""
+    fixed, cells = expand(overrides)
+    by_rest: dict[tuple, list[str]] = {}
     for cell in cells:  # compose once per non-dataset combination; datasets only change shapes
         rest = tuple(o for o in cell if not o.startswith("data.name="))
-        by_group.setdefault(rest, []).extend(o.split("=", 1)[1].strip("'\"") for o in cell
-                                             if o.startswith("data.name="))
-    shapes: dict[tuple, Shape] = {}
-    for i, (rest, names) in enumerate(by_group.items()):
-        log.info("[%d/%d] %s: %d datasets", i + 1, len(by_group), " ".join(rest) or "(one cell)", len(names) or 1)
+        by_rest.setdefault(rest, []).extend(o.split("=", 1)[1].strip("'\"") for o in cell if o.startswith("data.name="))
+    runs, seen, shapes = [], set(), {}
+    for i, (rest, names) in enumerate(by_rest.items()):
+        log.info("[%d/%d] %s: %d datasets", i + 1, len(by_rest), " ".join(rest) or "(one cell)", len(names) or 1)
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose(config_name="train", overrides=[*plain, *rest])
+            cfg = compose(config_name="train", overrides=[*fixed, *rest])
         for name in names or [cfg.data.name]:
             cfg.data.name = name
-            key = config_hash(OmegaConf.to_container(cfg, resolve=True))
+            config = plain(cfg)
+            key = config_hash(config)
             if key in seen:
                 continue
             seen.add(key)
-            val_fraction = val_fraction_of(cfg)
-            data_key = (name, json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True), cfg.seed,
-                        val_fraction)
+            data_key = json.dumps([plain(cfg.data), cfg.seed, val_fraction_of(cfg)], sort_keys=True)
             if data_key not in shapes:
-                shapes[data_key] = dataset_shape(name, cfg.data, cfg.seed, val_fraction)
-            shape = shapes[data_key]
-            rows.append({"config_hash": key, "dataset": name, "encoder": cfg.encoder.name, "mode": _mode_of(cfg),
-                         "llm": cfg.llm.name if _mode_of(cfg) != "standalone" else None, "lr": cfg.train.lr,
-                         "epochs": cfg.train.epochs, "n_train": shape.n_train, "sizes_from": shape.source,
-                         "cell": " ".join(rest), **run_flops(cfg, shape, counter, name)})
-    return pd.DataFrame(rows), counter.notes | {f"{len(cells)} cells, {len(rows)} distinct runs"}
+                shapes[data_key] = dataset_shape(cfg)
+            shape, data = shapes[data_key]
+            runs.append(Planned(config, " ".join(rest), shape, data))
+    return runs
+
+
+def _measure_key(config: dict[str, Any]) -> str:
+    """Runs that differ only in their seed cost the same: one measurement serves them (the cell's hash)."""
+    return config_hash(without(config, "seed"))
+
+
+def _flops_key(config: dict[str, Any], shape: Shape) -> str:
+    """FLOPs do not depend on the seed, learning rate, selection or data beyond its shape."""
+    return json.dumps([config_hash(without(config, "seed", "train.lr", "data", "train.selection", "train.resume",
+                                           "train.early_stopping", "train.protocol", "train.epochs")),
+                       shape.n_channels, shape.length, shape.num_classes, min(shape.n_train, config["train"]["batch_size"])])
+
+
+def _measure_worker(items: list[tuple[str, dict[str, Any]]], threads: int, repeats: int) -> dict[str, dict]:
+    """Measure each (key, config) in this process with ``threads`` threads (a worker of ``--jobs``)."""
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+    backbones = Backbones()
+    out = {}
+    for key, config in items:
+        cfg = OmegaConf.create(config)
+        out[key] = asdict(_measure_one(cfg, backbones, repeats))
+    return out
+
+
+def _measure_one(cfg: DictConfig, backbones: Backbones, repeats: int) -> Timing:
+    data = load_data(cfg)
+    backbone, seconds = backbones.real(cfg) if identify(cfg).uses_llm else (None, 0.0)
+    with torch.random.fork_rng(devices=[]):
+        return measure(cfg, data, backbone, seconds, repeats)
+
+
+def measure_all(todo: dict[str, dict[str, Any]], jobs: int, repeats: int) -> dict[str, Timing]:
+    """Timings of every (key -> config), ``jobs`` at a time in worker processes (1: in this process)."""
+    if not todo:
+        return {}
+    threads = resolve_threads(None, jobs)
+    items = list(todo.items())
+    if jobs <= 1:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return {k: Timing(**_timing_fields(v)) for k, v in _measure_worker(items, threads, repeats).items()}
+        finally:
+            torch.set_num_threads(before)
+    shares = [items[i::jobs] for i in range(jobs)]
+    # Every worker measures while the others do, as K queues run: a worker with nothing of its own repeats the
+    # first run (its numbers are dropped), so the load stays at K until the last measurement ends.
+    shares = [s or [("_load", items[0][1])] for s in shares]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        results = list(pool.map(_measure_worker, shares, [threads] * jobs, [repeats] * jobs))
+    merged = {k: v for r in results for k, v in r.items() if k != "_load"}
+    return {k: Timing(**_timing_fields(v)) for k, v in merged.items()}
+
+
+def _timing_fields(d: dict[str, Any]) -> dict[str, Any]:
+    d = dict(d)
+    d["steps"] = {int(k): v for k, v in d["steps"].items()}
+    d["flops"] = Flops(**d["flops"]) if d.get("flops") else None
+    return d
+
+
+def plan(overrides: list[str], *, jobs: int = 1, timed: bool = True, repeats: int = 2) -> tuple[pd.DataFrame, set[str]]:
+    """One row per run the sweep would train (twin cells dropped): identity, counts, FLOPs, measured seconds."""
+    runs = distinct_runs(overrides)
+    backbones = Backbones()
+    todo: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        runnable = r.data is not None and (not identify(r.config).uses_llm or backbones.real(r.cfg) is not None)
+        if timed and runnable:
+            todo.setdefault(_measure_key(r.config), r.config)
+    timings = measure_all(todo, jobs, repeats)
+    # FLOPs: counted by the loop's own step where a run was measured, else on the meta device from shapes alone
+    # (where the meta counter also counts attention scores, which torch's CPU counter leaves out).
+    flops: dict[str, Flops] = {}
+    for r in runs:
+        cfg, key = r.cfg, _flops_key(r.config, r.shape)
+        timing = timings.get(_measure_key(r.config))
+        if timing is not None:
+            flops[key] = timing.flops
+        elif key not in flops and identify(r.config).mode != "text":
+            with torch.device("meta"), torch.random.fork_rng(devices=[]):
+                model = build_model(cfg, _ShapeOnly(cfg.data.name, r.shape), llm=backbones.meta(cfg))
+            flops[key] = count_flops(model, r.shape, cfg, torch.device("meta"))
+    rows = []
+    for r in runs:
+        cfg, identity = r.cfg, identify(r.config)
+        timing = timings.get(_measure_key(r.config))
+        trains = not str(cfg.reader._target_).endswith("TextICLReader")
+        f = timing.flops if timing is not None else flops.get(_flops_key(r.config, r.shape), Flops(0, 0, 0, math.nan))
+        b = min(cfg.train.batch_size, r.shape.n_train)
+        steps = cfg.train.epochs * math.ceil(r.shape.n_train / b) if trains else 0
+        rows.append({"config_hash": config_hash(r.config), "dataset": cfg.data.name, "encoder": cfg.encoder.name,
+                     "mode": identity.mode, "arm": identity.arm,
+                     "llm": cfg.llm.name if identity.mode != "standalone" else None, "lr": cfg.train.lr,
+                     "epochs": cfg.train.epochs, "n_train": r.shape.n_train, "n_val": r.shape.n_val,
+                     "n_test": r.shape.n_test, "sizes_from": r.shape.source, "cell": r.cell, "steps": steps,
+                     "flops_per_step": f.step, "flops": run_flops(f, cfg, r.shape, trains),
+                     "seconds": timing.run_seconds(cfg, r.shape, trains) if timing is not None else math.nan,
+                     "threads": timing.threads if timing is not None else None,
+                     "hours_from": "measured" if timing is not None else "flops"})
+    notes = backbones.notes | {f"{len(expand(overrides)[1])} cells, {len(runs)} distinct runs"}
+    if timed and len(timings) < len({_measure_key(r.config) for r in runs}):
+        notes.add("runs whose weights or data are not here are costed from their FLOPs at the rate below")
+    return pd.DataFrame(rows), notes
+
+
+@dataclass(frozen=True)
+class _ShapeOnly:
+    """A dataset's shape for the builder when only its sizes are known (tsllm.model.DataShape)."""
+
+    name: str
+    shape: Shape
+
+    @property
+    def n_channels(self) -> int:
+        return self.shape.n_channels
+
+    @property
+    def length(self) -> int:
+        return self.shape.length
+
+    @property
+    def num_classes(self) -> int:
+        return self.shape.num_classes
 
 
 def with_records(runs: pd.DataFrame, records: str | Path) -> pd.DataFrame:
@@ -491,17 +624,30 @@ def cpu_throughput(seconds: float = 1.0, n: int = 1024) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
+def summarise(runs: pd.DataFrame, rate: float) -> pd.DataFrame:
+    """Hours per encoder and mode: measured where a run was measured, from FLOPs at ``rate`` elsewhere."""
+    hours = runs["seconds"].where(runs["hours_from"] == "measured", runs["flops"] / rate) / 3600
+    runs = runs.assign(hours=hours)
+    real = {"finished": ("real_hours", "count"), "real_hours": ("real_hours", "sum")} if "real_hours" in runs else {}
+    return runs.groupby(["encoder", "mode"], dropna=False).agg(
+        runs=("flops", "size"), steps=("steps", "sum"), flops=("flops", "sum"), hours=("hours", "sum"), **real)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tsllm.plan", description=__doc__.splitlines()[0])
     parser.add_argument("--tflops", type=float, default=None,
-                        help="sustained throughput in TFLOP/s (a GPU's); default: measured on this CPU")
+                        help="throughput for runs costed from FLOPs, in TFLOP/s (a GPU's); default: this CPU's")
+    parser.add_argument("--jobs", type=int, default=1, help="measure K runs at once, as a sweep of K queues runs")
+    parser.add_argument("--no-measure", action="store_true", help="FLOPs only: every run costed at the rate")
+    parser.add_argument("--repeats", type=int, default=2, help="timed repetitions of each step (median)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (rows, summary, notes) only")
     parser.add_argument("--csv", default=None, help="also write one row per run to this CSV")
     parser.add_argument("--records", default=None,
                         help="a folder of run records (a sweep's): beside the plan, the wall time its finished runs took")
     args, overrides = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(message)s")
     try:
-        runs, notes = plan(overrides)
+        runs, notes = plan(overrides, jobs=args.jobs, timed=not args.no_measure, repeats=args.repeats)
     except (PlanError, DataError) as e:
         log.error("%s", e)
         return 2
@@ -512,16 +658,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rate = cpu_throughput()
         what = f"{rate / 1e9:.1f} GFLOP/s (float32 matmul measured on this CPU now)"
-    real = {"finished": ("real_hours", "count"), "real_hours": ("real_hours", "sum")} if args.records else {}
-    summary = runs.groupby(["encoder", "mode"], dropna=False).agg(runs=("flops", "size"), steps=("steps", "sum"),
-                                                                  flops=("flops", "sum"), **real)
-    summary.insert(3, "hours", summary["flops"] / rate / 3600)
-    total = runs["flops"].sum()
+    summary = summarise(runs, rate)
+    planned = summary["hours"].sum()
+    measured = int((runs["hours_from"] == "measured").sum())
+    if args.json:
+        print(json.dumps({"runs": json.loads(runs.to_json(orient="records")), "notes": sorted(notes),
+                          "rate_flops_per_second": rate, "hours": planned, "jobs": args.jobs,
+                          "summary": json.loads(summary.reset_index().to_json(orient="records"))}))
+        return 0
     for note in sorted(notes):
         print(f"note: {note}")
     print(summary.to_string(float_format=lambda v: f"{v:.3g}"))
-    line = (f"total: {len(runs)} runs on {runs['dataset'].nunique()} datasets, {total:.3e} FLOPs, "
-            f"{total / rate / 3600:.3g} hours at {what}")
+    line = (f"total: {len(runs)} runs on {runs['dataset'].nunique()} datasets, {runs['flops'].sum():.3e} FLOPs, "
+            f"{planned:.3g} hours ({measured} runs measured here with --jobs {args.jobs}, the rest from FLOPs "
+            f"at {what})")
     if args.records:
         finished = runs["real_hours"].notna()
         line += (f"; records: {finished.sum()} of {len(runs)} finished, {runs['real_hours'].sum():.3g} real hours "

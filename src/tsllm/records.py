@@ -16,11 +16,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 try:
     import fcntl
@@ -35,10 +38,112 @@ FILE_MODE = 0o664  # records and checkpoints are readable by the group, whatever
 # the grid/dataset-set helpers, whose effect is already in the resolved encoder and data values, and
 # machine-specific paths (a cache under HOME; the data folder, since data is identified by its checksum,
 # which a resumed run compares), so a sweep copied to another machine skips and resumes as before.
-NON_SEMANTIC = ("logger", "sweep_name", "train.resume", "grid", "datasets", "llm.cache_dir", "data.root",
-                "diagnostics")  # diagnostics run after selection: they never change a number of the run
+NON_SEMANTIC = ("logger", "sweep_name", "train.resume", "train.threads", "grid", "datasets", "llm.cache_dir",
+                "data.root", "diagnostics")  # diagnostics run after selection: they never change a number of the run
+# Until alignment became the LLM reader's own option, every reader's config carried this node. Runs are
+# identified in that shape (canonical), so the committed records keep their hashes, cells and columns.
+LEGACY_ALIGN = {"name": "none"}
 PACKAGES = ("tsllm", "torch", "transformers", "accelerate", "peft", "numpy", "pandas", "sktime", "hydra-core",
             "wandb")
+
+
+@dataclass
+class FitResult:
+    """What a run reports. `test_acc` is of the model picked by `selection`, which never looks at TEST."""
+
+    selection: str                      # "best_val", "min_train_loss", "last_epoch[: why]" or "nothing_trains"
+    best_epoch: int
+    epochs_run: int
+    val_acc: float | None
+    val_loss: float | None
+    test_acc: float
+    test_loss: float
+    test_acc_last_epoch: float
+    train_acc_last_epoch: float
+    stopped_early: bool
+    stop_reason: str | None             # None, "early_stopping" or "train_acc"
+    resumed_from_epoch: int
+    seconds: float
+    cost: dict[str, Any]
+    # Seconds of fit in the sessions before this one (to each one's last checkpoint): 0.0 for a run that
+    # did not resume, None where it resumed from a checkpoint that did not keep them.
+    earlier_sessions_seconds: float | None = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    # Only under protocol=study_best_test: optimistic, chosen with TEST, labelled so in every table.
+    study_best_test_acc: float | None = None
+    study_min_train_loss_test_acc: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunRecord:
+    """record.json: what a run writes (train) and what every reader of records reads (results, diagnose).
+
+    Written when the run starts (status running), again when it ends (finished or failed). The fit's
+    fields (:class:`FitResult`) sit at the top level of the JSON beside the run's own.
+    """
+
+    status: str                           # running | finished | failed
+    config_hash: str
+    run_dir: str
+    seed: int
+    config: dict[str, Any]
+    # What the run is (tsllm.identity.identify): arm label, mode, cell and pairing context.
+    dataset: str | None = None
+    encoder: str | None = None
+    mode: str | None = None
+    reader: str | None = None
+    arm: str | None = None
+    cell: str | None = None
+    context: str | None = None
+    llm: str | None = None                # the LLM, when one reads (None for a standalone run)
+    lr: float | None = None
+    num_tokens: int | None = None
+    num_kernels: int | None = None
+    protocol: str | None = None
+    selection_rule: str | None = None
+    threads: int | None = None            # CPU threads the run used (train.threads, resolved)
+    precision: str | None = None          # the trainable part's autocast, resolved (train.precision)
+    llm_dtype: str | None = None          # the frozen LLM's weights, resolved (llm.dtype), when one is loaded
+    data: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, int] = field(default_factory=dict)
+    fit: FitResult | None = None
+    reader_stats: dict[str, Any] | None = None
+    diagnostics: dict[str, Any] | None = None
+    diagnostics_error: str | None = None
+    error: str | None = None
+    wall_seconds: float | None = None
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("reader_stats", "diagnostics", "diagnostics_error", "error")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object: the fit's fields lifted to the top level, absent extras left out."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "fit"}
+        for key in self.OPTIONAL:
+            if out[key] is None:
+                del out[key]
+        if self.fit is not None:
+            out.update(asdict(self.fit))
+        return out
+
+    @staticmethod
+    def columns() -> tuple[str, ...]:
+        """The scalar fields of a record, its own and its fit's: the tidy table's columns (tsllm.results)."""
+        return (*_scalar_fields(RunRecord), *_scalar_fields(FitResult))
+
+
+def _scalar_fields(cls: type) -> list[str]:
+    """Fields of a dataclass typed str, int, float or bool (or optionally so), in declaration order."""
+    hints = typing.get_type_hints(cls)
+    scalar = {str, int, float, bool, type(None)}
+    def is_scalar(hint: Any) -> bool:
+        union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        return hint in scalar or (union and set(typing.get_args(hint)) <= scalar)
+
+    return [f.name for f in fields(cls) if is_scalar(hints[f.name])]
 
 
 class RunDirConflict(RuntimeError):
@@ -104,9 +209,17 @@ def _is_current(fh: Any, path: Path) -> bool:
         return False
 
 
+def canonical(config: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a resolved config in the shape runs are identified by (see LEGACY_ALIGN)."""
+    copy = json.loads(json.dumps(config, default=str))
+    if isinstance(copy.get("reader"), dict):
+        copy["reader"].setdefault("align", dict(LEGACY_ALIGN))
+    return copy
+
+
 def config_hash(config: dict[str, Any]) -> str:
     """A short hash identifying a run by its resolved config (non-semantic keys left out)."""
-    pruned = json.loads(json.dumps(config, default=str))
+    pruned = canonical(config)
     pruned.pop("hydra", None)
     for dotted in NON_SEMANTIC:
         node, *rest = dotted.split(".")
@@ -174,9 +287,10 @@ def write_atomically(path: str | Path, text: str) -> Path:
     return path
 
 
-def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
+def write_record(run_dir: str | Path, record: RunRecord | dict[str, Any]) -> Path:
     """Write record.json atomically (temp file + rename)."""
-    return write_atomically(Path(run_dir) / RECORD, json.dumps(record, indent=2, default=str))
+    data = record.to_dict() if isinstance(record, RunRecord) else record
+    return write_atomically(Path(run_dir) / RECORD, json.dumps(data, indent=2, default=str))
 
 
 def _finished_marker(sweep_dir: str | Path, key: str) -> Path:

@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 SWEEP_NAME_MAX = 80
 
 
-def run_labels(cfg: Any, dataset: str, arm: str, mode: str) -> tuple[str, list[str]]:
-    """A run's name and tags: dataset, encoder, mode, the arm (reader and control), LLM, its weights, seed.
+def run_labels(cfg: Any, dataset: str, arm: str, mode: str, cell: str) -> tuple[str, list[str]]:
+    """A run's name and tags: dataset, encoder, mode, the arm (reader and control), LLM, its weights, the cell
+    (tsllm.identity: the runs of a sweep that differ in anything but the seed differ in it), seed.
 
     Standalone runs have no LLM; a run under a random-weight LLM is told apart from a pretrained one.
     """
@@ -29,6 +30,7 @@ def run_labels(cfg: Any, dataset: str, arm: str, mode: str) -> tuple[str, list[s
     if mode != "standalone":
         parts["llm"] = cfg.llm.name
         parts["weights"] = cfg.llm.weights
+    parts["cell"] = cell[:8]
     parts["seed"] = str(cfg.seed)
     name = "-".join(v if k != "seed" else f"s{v}" for k, v in parts.items())
     return name, [f"{k}:{v}" for k, v in parts.items()]

@@ -10,26 +10,28 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from tsllm.backbone import BackboneError
-from tsllm.data import DataError, load_ucr, register_resolvers
-from tsllm.loop import TrainConfig, fit, seed_everything, val_fraction_of
-from tsllm.model import build_model, parameter_counts, reader_mode
+from tsllm.build import build, load_data
+from tsllm.config import ConfigError, TrainConfig, plain, register_schemas
+from tsllm.data import DataError, register_resolvers
+from tsllm.identity import Identity, identify
+from tsllm.llm import BackboneError, resolve_dtype
+from tsllm.loop import fit, mixed_precision, resolve_threads
+from tsllm.model import parameter_counts
 from tsllm.records import (
     RunDirConflict,
+    RunRecord,
     config_hash,
     environment,
     find_finished,
@@ -38,14 +40,13 @@ from tsllm.records import (
     run_dir_lock,
     write_record,
 )
-from tsllm.schema import check_overrides, register_schemas
 from tsllm.tracking import run_labels
 
 log = logging.getLogger("tsllm.train")
 # conf/ inside the package: a link to the top-level conf/ in a checkout, a copy in an installed wheel.
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 register_resolvers()  # conf/datasets/*.yaml expand dataset sets with it, before any job starts
-register_schemas()  # the typed schemas that conf/train, conf/data and conf/logger extend
+register_schemas()  # the typed schemas every conf/ group extends (tsllm.config)
 
 
 def _hydra_run_dir() -> Path:
@@ -73,7 +74,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, sweep_dir: str | Pat
 
 
 def _run_locked(cfg: DictConfig, run_dir: Path, sweep_dir: str | Path | None) -> dict[str, Any]:
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = plain(cfg)
     key = config_hash(config)
     if sweep_dir is not None and (twin := find_finished(sweep_dir, key, exclude=run_dir)) is not None:
         log.info("Same resolved config already finished in %s, skipping this cell", twin["run_dir"])
@@ -88,89 +89,87 @@ def _run_locked(cfg: DictConfig, run_dir: Path, sweep_dir: str | Path | None) ->
         return previous
 
     started = time.time()
-    record: dict[str, Any] = {"status": "running", "config_hash": key, "run_dir": str(run_dir),
-                              "seed": cfg.seed, "config": config}
+    identity = identify(config)
+    record = RunRecord(status="running", config_hash=key, run_dir=str(run_dir), seed=cfg.seed, config=config,
+                       mode=identity.mode, arm=identity.arm, cell=identity.cell, context=identity.context)
     tracker = instantiate(cfg.logger)
     try:
-        _train(cfg, run_dir, record, previous, tracker)
+        _train(cfg, run_dir, record, previous, tracker, identity)
     except BaseException as e:
-        record.update(status="failed", error=f"{type(e).__name__}: {e}", wall_seconds=time.time() - started)
+        record.status, record.error = "failed", f"{type(e).__name__}: {e}"
+        record.wall_seconds = time.time() - started
         write_record(run_dir, record)
         tracker.finish({"status": "failed"}, status="failed")
         raise
-    record["wall_seconds"] = time.time() - started
+    record.wall_seconds = time.time() - started
     write_record(run_dir, record)
     if sweep_dir is not None:
         mark_finished(sweep_dir, key, run_dir)
-    tracker.finish({k: v for k, v in record.items() if k in SUMMARY_KEYS and v is not None})
-    return record
+    done = record.to_dict()
+    tracker.finish({k: done[k] for k in SUMMARY_KEYS if done.get(k) is not None})
+    return done
 
 
 SUMMARY_KEYS = ("val_acc", "test_acc", "test_acc_last_epoch", "best_epoch", "epochs_run", "selection", "selection_rule",
                 "study_best_test_acc", "study_min_train_loss_test_acc", "seconds")
 
 
-def offline_if_hub_unreachable(name_or_path: str | None, timeout: float = 3.0) -> bool:
-    """Switch the Hugging Face libraries to their local cache when the hub cannot be reached.
+def _sweep_jobs() -> int:
+    """How many runs a local parallel sweep runs at once (joblib's n_jobs), 1 otherwise."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return 1
+    n_jobs = HydraConfig.get().launcher.get("n_jobs")
+    if not isinstance(n_jobs, int):
+        return 1
+    from tsllm.loop import available_cores
 
-    Without this, a hub id that is not cached fails only after ~50 s of retries; with it, in seconds,
-    with the same message. Local folders, `package:` names and random-weight models are left alone.
-    Returns whether offline mode was switched on here.
-    """
-    import huggingface_hub.constants as hub
-
-    if (name_or_path is None or name_or_path.startswith(("package:", "/", ".", "~")) or hub.HF_HUB_OFFLINE
-            or Path(name_or_path).expanduser().exists()):
-        return False
-    url = urlparse(hub.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
-                                 timeout=timeout).close()
-        return False
-    except OSError as e:
-        log.info("Hugging Face hub %s unreachable (%s): reading llm.name_or_path=%s from the local cache only",
-                 hub.ENDPOINT, e, name_or_path)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    hub.HF_HUB_OFFLINE = True  # read at import time by huggingface_hub and transformers
-    return True
+    return available_cores() if n_jobs <= 0 else n_jobs  # joblib: -1 is every core
 
 
-def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any], previous: dict[str, Any] | None,
-           tracker: Any) -> None:
+def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, previous: dict[str, Any] | None,
+           tracker: Any, identity: Identity) -> None:
     """Load data, build the model, fit; fills `record` in place so a failure keeps what was known."""
     train_cfg = TrainConfig.from_cfg(cfg.train)  # bad option values fail here, before data or model
-    seed_everything(cfg.seed)
-    data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise, val_fraction=val_fraction_of(cfg),
-                    seed=cfg.seed, missing=cfg.data.missing)
+    record.threads = resolve_threads(train_cfg.threads, jobs=_sweep_jobs())
+    torch.set_num_threads(record.threads)
+    data = load_data(cfg)
     if previous is not None and previous.get("data", {}).get("sha256") != data.meta.get("sha256"):
         raise RunDirConflict(f"{run_dir}: the dataset files changed since this run started (checksum differs)")
-    offline_if_hub_unreachable(cfg.llm.name_or_path)
-    model = build_model(cfg, data, run_dir=run_dir)
-    mode = reader_mode(model)
-    record.update(dataset=data.name, encoder=cfg.encoder.name, mode=mode, reader=cfg.reader.name,
-                  arm=arm_label(cfg, mode), llm=cfg.llm.name if mode != "standalone" else None, lr=cfg.train.lr,
-                  num_tokens=cfg.encoder.get("num_tokens"), num_kernels=cfg.encoder.get("num_kernels"),
-                  protocol=train_cfg.protocol, selection_rule=train_cfg.selection, data=data.meta,
-                  env=environment(), params=parameter_counts(model))
+    model = build(cfg, data=data, run_dir=run_dir).model
+    hybrid = record.mode != "standalone"
+    record.dataset, record.encoder, record.reader = data.name, cfg.encoder.name, cfg.reader.name
+    record.llm = cfg.llm.name if hybrid else None
+    record.lr, record.protocol, record.selection_rule = cfg.train.lr, train_cfg.protocol, train_cfg.selection
+    record.num_tokens, record.num_kernels = cfg.encoder.get("num_tokens"), cfg.encoder.get("num_kernels")
+    record.precision = {"no": "fp32"}.get(mode := mixed_precision(train_cfg.precision), mode)
+    record.llm_dtype = str(resolve_dtype(cfg.llm.dtype)).removeprefix("torch.") if identity.uses_llm else None
+    record.data, record.env, record.params = data.meta, environment(), parameter_counts(model)
     write_record(run_dir, record)
 
-    name, tags = run_labels(cfg, data.name, record["arm"], mode)
-    tracker.start(name=name, run_id=f"{record['config_hash']}-{cfg.seed}", config=record["config"], run_dir=run_dir,
+    name, tags = run_labels(cfg, data.name, record.arm, record.mode, record.cell)
+    tracker.start(name=name, run_id=f"{record.config_hash}-{cfg.seed}", config=record.config, run_dir=run_dir,
                   tags=tags)
     result = fit(model, data, train_cfg, seed=cfg.seed, run_dir=run_dir,
                  on_epoch=lambda row: tracker.log(row, step=int(row["epoch"])))
-    metrics = result.to_dict()
     if callable(stats := getattr(model.reader, "stats", None)):
-        record["reader_stats"] = stats()
-    record.update(metrics)
+        record.reader_stats = stats()
+    record.fit = result
     _diagnose(model, data, run_dir, record, cfg.get("diagnostics"))
-    record["status"] = "finished"
-    log.info("%s: val_acc=%s test_acc=%.4f (selected at epoch %d by %s; last epoch %.4f) in %.0f s -> %s",
-             name, f"{result.val_acc:.4f}" if result.val_acc is not None else "n/a", result.test_acc,
+    record.status = "finished"
+    log.info("%s%s: val_acc=%s test_acc=%.4f (selected at epoch %d by %s; last epoch %.4f) in %.0f s -> %s",
+             name, _overrides(), f"{result.val_acc:.4f}" if result.val_acc is not None else "n/a", result.test_acc,
              result.best_epoch, result.selection, result.test_acc_last_epoch, result.seconds, run_dir)
 
 
-def _diagnose(model: Any, data: Any, run_dir: Path, record: dict[str, Any], diag_cfg: Any) -> None:
+def _overrides() -> str:
+    """The job's own overrides, e.g. ` (encoder.num_kernels=4,train.lr=0.0001)`, when Hydra runs it."""
+    if not HydraConfig.initialized():
+        return ""
+    job = HydraConfig.get().job.override_dirname
+    return f" ({job})" if job else ""
+
+
+def _diagnose(model: Any, data: Any, run_dir: Path, record: RunRecord, diag_cfg: Any) -> None:
     """Diagnostics of the selected model (after selection, so they never influence it), into the record.
 
     A failure here is logged and recorded; the run's numbers are kept all the same.
@@ -180,38 +179,13 @@ def _diagnose(model: Any, data: Any, run_dir: Path, record: dict[str, Any], diag
     from tsllm.diagnostics import run_diagnostics, summary_scalars
 
     try:
-        diag = run_diagnostics(model, data, run_dir, **OmegaConf.to_container(diag_cfg, resolve=True))
+        diag = run_diagnostics(model, data, run_dir, **plain(diag_cfg))
     except Exception as e:  # noqa: BLE001 - diagnostics must never cost a finished run
         log.warning("diagnostics failed (%s: %s); the run's results are kept", type(e).__name__, e)
-        record["diagnostics_error"] = f"{type(e).__name__}: {e}"
+        record.diagnostics_error = f"{type(e).__name__}: {e}"
         return
     if diag:
-        record["diagnostics"] = summary_scalars(diag)
-
-
-def arm_label(cfg: DictConfig, mode: str) -> str:
-    """A short human label of what reads the latents, e.g. ``llm``, ``llm[weights=random]``, ``attention``.
-
-    Only settings that differ from the reader's and LLM's usual defaults are named, so two arms never
-    share a label; the tidy table keeps every config key besides.
-    """
-    notes = []
-    if mode != "standalone":
-        if cfg.llm.get("weights", "pretrained") != "pretrained":
-            notes.append(f"weights={cfg.llm.weights}")
-        if cfg.llm.get("num_layers") is not None:
-            notes.append(f"num_layers={cfg.llm.num_layers}")
-    reader = cfg.reader
-    for key, usual in (("prompt", "text"), ("suffix", "pad"), ("pooling", "last"), ("shuffle_latents", None),
-                       ("bos", False)):
-        # A text prompt is named by the config, not the label; only the prompt controls are named here.
-        if key in reader and reader[key] != usual and (key != "prompt" or reader[key] in ("none", "random")):
-            notes.append(f"{key}={reader[key]}")
-    align = reader.get("align", {}).get("name", "none")
-    if align != "none":
-        notes.append(f"align={align}")
-    label = reader.name + ("+lora" if reader.get("lora") else "")
-    return label + (f"[{','.join(notes)}]" if notes else "")
+        record.diagnostics = summary_scalars(diag)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -224,7 +198,7 @@ def main(cfg: DictConfig) -> float:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         record = run(cfg, sweep_dir=hydra_cfg.sweep.dir if multirun else None)
-    except (DataError, BackboneError, RunDirConflict, ValueError, MemoryError) as e:
+    except (DataError, BackboneError, ConfigError, RunDirConflict, ValueError, MemoryError) as e:
         # Bad input: one clear line, no traceback wall; in a sweep the job is recorded and the sweep goes on.
         log.error("%s: %s", type(e).__name__, e)
         if multirun:
@@ -240,9 +214,11 @@ def main(cfg: DictConfig) -> float:
 
 
 def cli() -> None:
-    """`python -m tsllm.train`: the config is checked first, so a wrong type or unknown key is one line
-    and no run folder is created; then Hydra runs `main`."""
-    problem = check_overrides(CONF_DIR, sys.argv[1:])
+    """`python -m tsllm.train`: the command line is checked first (tsllm.preflight), so a wrong option, key,
+    type or dataset is one line and no run folder is created; then Hydra runs `main`."""
+    from tsllm.preflight import check_command_line
+
+    problem = check_command_line(CONF_DIR, sys.argv[1:])
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -10,6 +10,7 @@ from tsllm.data.formats import (
     data_sources,
     find_datasets,
     list_datasets,
+    locate,
     read_raw,
 )
 from tsllm.data.names import NAMES_2015, UCR2015_85, DataError, canonical_name
@@ -41,6 +42,7 @@ __all__ = [
     "find_datasets",
     "list_datasets",
     "load_ucr",
+    "locate",
     "read_raw",
     "register_resolvers",
     "resolve_dataset_set",

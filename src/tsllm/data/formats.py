@@ -408,18 +408,10 @@ def _pad_time(x: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([x, pad], axis=2)
 
 
-def read_raw(name: str, root: str | os.PathLike | None = None) -> tuple[RawSplit, RawSplit, dict]:
-    """Read the TRAIN and TEST splits of dataset ``name`` without any cleaning.
+def locate(name: str, root: str | os.PathLike | None = None) -> tuple[Source, str, str, Traversable, Traversable]:
+    """(source, folder, layout, TRAIN path, TEST path) of dataset ``name``, without reading it.
 
-    ``name`` may use the UCR 2015 or the 2018 spelling (``Gun_Point`` / ``GunPoint``): the
-    folder named exactly ``name`` is read when it holds a complete TRAIN/TEST pair, else the
-    folder of the other spelling (see :mod:`tsllm.data.names`). With ``root=None`` sktime's
-    copies are searched first, then the offline packages; the first complete pair wins.
-
-    Both splits are NaN-padded to a common length. The returned dict holds ``name`` (the
-    canonical 2018 spelling), ``folder`` (the folder read), ``source`` (``"sktime"``, a
-    package name or the data root), ``source_version`` (for sktime and packages),
-    ``layout``, ``files`` (train/test paths) and ``sha256`` of the raw TRAIN then TEST bytes.
+    A DataError (naming the sources searched and the closest names) when no source holds a complete pair.
     """
     sources = data_sources(root)
     candidates = folder_candidates(name)
@@ -433,13 +425,27 @@ def read_raw(name: str, root: str | os.PathLike | None = None) -> tuple[RawSplit
     for source, folder, directory in directories:
         hit = _find_layout(directory, folder, source.layouts)
         if hit is not None:
-            break
-    else:
-        if not directories:
-            raise DataError(_unknown_dataset_message(name, candidates, root))
-        source, folder, directory = directories[0]
-        raise DataError(_missing_files_message(directory, folder, source.layouts))
-    layout, train_path, test_path = hit
+            return (source, folder, *hit)
+    if not directories:
+        raise DataError(_unknown_dataset_message(name, candidates, root))
+    source, folder, directory = directories[0]
+    raise DataError(_missing_files_message(directory, folder, source.layouts))
+
+
+def read_raw(name: str, root: str | os.PathLike | None = None) -> tuple[RawSplit, RawSplit, dict]:
+    """Read the TRAIN and TEST splits of dataset ``name`` without any cleaning.
+
+    ``name`` may use the UCR 2015 or the 2018 spelling (``Gun_Point`` / ``GunPoint``): the
+    folder named exactly ``name`` is read when it holds a complete TRAIN/TEST pair, else the
+    folder of the other spelling (see :mod:`tsllm.data.names`). With ``root=None`` sktime's
+    copies are searched first, then the offline packages; the first complete pair wins.
+
+    Both splits are NaN-padded to a common length. The returned dict holds ``name`` (the
+    canonical 2018 spelling), ``folder`` (the folder read), ``source`` (``"sktime"``, a
+    package name or the data root), ``source_version`` (for sktime and packages),
+    ``layout``, ``files`` (train/test paths) and ``sha256`` of the raw TRAIN then TEST bytes.
+    """
+    source, folder, layout, train_path, test_path = locate(name, root)
     digest = hashlib.sha256()
     train = _parse(train_path, layout, digest)
     test = _parse(test_path, layout, digest)

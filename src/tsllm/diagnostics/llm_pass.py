@@ -1,6 +1,6 @@
 """One uncached pass of [prompt | latents | suffix] through the reader's LLM, keeping every layer.
 
-Works with today's LLMReader and with readers that expose `sequence(latents)` (the readers/ package).
+Works with every reader that declares an LLM reads its latents (``llm_reads_latents``: it has ``sequence``).
 """
 
 from __future__ import annotations
@@ -19,43 +19,29 @@ EXTRA = ("first_token",)
 
 
 def is_llm_reader(reader: nn.Module) -> bool:
-    """True for readers that run a causal LM over encoder latents (they expose `llm` and `embed`).
+    """True for readers that declare an LLM reads their latents (tsllm.readers: ``llm_reads_latents``).
 
-    A reader that reads the series itself and gives logits (the text arm) has no latent tokens to diagnose.
+    A reader that reads the series itself (the text arm) has no latent tokens to diagnose.
     """
-    return hasattr(reader, "llm") and hasattr(reader, "embed") and not getattr(reader, "gives_logits", False)
+    return bool(getattr(reader, "llm_reads_latents", False))
 
 
 def reader_sequence(reader: nn.Module, latents: Tensor) -> tuple[Tensor, dict[str, slice]]:
     """(inputs_embeds [B, P+L+S, H], spans) exactly as the reader feeds its LLM; `latents` are the encoder's.
 
-    The reader's own `sequence` applies its alignment; without one, `align_latents` is applied here. Spans
-    are disjoint: "bos" (when the prompt starts with the tokenizer's BOS), "prompt" (the rest of
-    the prompt), "latents", "suffix".
+    The reader's own ``sequence`` builds it (with its alignment). Spans are disjoint: "bos" (when the prompt
+    starts with the tokenizer's BOS), "prompt" (the rest of the prompt), "latents", "suffix".
     """
-    if hasattr(reader, "sequence"):
-        embeds, spans = reader.sequence(latents)
-        spans = dict(spans)
-    else:
-        b = latents.shape[0]
-        dtype = reader.embed.weight.dtype
-        prompt = reader.embed(reader.prompt_ids).expand(b, -1, -1)
-        suffix = reader.embed(reader.suffix_ids).expand(b, -1, -1)
-        latents = aligned_latents(reader, latents)
-        embeds = torch.cat([prompt, latents.to(dtype), suffix], dim=1)
-        p, n_lat = prompt.shape[1], latents.shape[1]
-        spans = {"prompt": slice(0, p), "latents": slice(p, p + n_lat), "suffix": slice(p + n_lat, p + n_lat + 1)}
-        bos = getattr(reader.llm.config, "bos_token_id", None)
-        if bos is not None and p > 0 and int(reader.prompt_ids[0]) == bos:
-            spans["bos"] = slice(0, 1)
+    embeds, spans = reader.sequence(latents)
+    spans = dict(spans)
     if "bos" in spans and spans["prompt"].start == spans["bos"].start:
         spans["prompt"] = slice(spans["bos"].stop, spans["prompt"].stop)
     return embeds, spans
 
 
 def aligned_latents(reader: nn.Module, latents: Tensor) -> Tensor:
-    """The latents as the LLM sees them (after the reader's alignment, identity when it has none)."""
-    return reader.align_latents(latents) if hasattr(reader, "align_latents") else latents
+    """The latents as the LLM sees them (after the reader's order control and alignment)."""
+    return reader.align_latents(latents)
 
 
 @contextmanager

@@ -28,7 +28,8 @@ from tsllm.diagnostics.llm_pass import (
 )
 from tsllm.diagnostics.maps import save_map
 from tsllm.diagnostics.probes import layer_chosen_without_test, layer_probes, probe_accuracy
-from tsllm.diagnostics.runs import DiagnosticsError, tokenizer_of
+from tsllm.diagnostics.runs import DiagnosticsError
+from tsllm.llm import tokenizer_of
 from tsllm.records import read_record, write_atomically
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from tsllm.data import DataError, DatasetSplits, load_ucr
-from tsllm.loop import BEST, seed_everything, val_fraction_of
+from tsllm.data import DataError, DatasetSplits
+from tsllm.loop import BEST
 from tsllm.records import RECORD, read_record
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ class DiagnosticsError(ValueError):
 
 def load_run(run_dir: str | Path) -> tuple[nn.Module, DatasetSplits, dict[str, Any]]:
     """(model with its selected weights, the same data splits, the record) of a finished run."""
-    from tsllm.model import build_model
+    from tsllm.build import build, load_data
 
     run_dir = Path(run_dir)
     record = read_record(run_dir) if run_dir.is_dir() else None
@@ -37,8 +37,7 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, DatasetSplits, dict[str, A
         raise DiagnosticsError(f"{run_dir}/{RECORD}: no 'config' key (a record from an older tsllm?)")
     cfg = OmegaConf.create(record["config"])
     try:
-        data = load_ucr(cfg.data.name, cfg.data.root, normalise=cfg.data.normalise,
-                        val_fraction=val_fraction_of(cfg), seed=cfg.seed, missing=cfg.data.missing)
+        data = load_data(cfg)
     except DataError as e:
         held = record.get("data", {}).get("files", {}).get("train") or f"data.root={cfg.data.root}"
         raise DiagnosticsError(f"{run_dir}: dataset {cfg.data.name!r} cannot be found at the path the record "
@@ -47,30 +46,9 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, DatasetSplits, dict[str, A
     if recorded is not None and recorded != data.meta.get("sha256"):
         raise DiagnosticsError(f"{run_dir}: the dataset files at {data.meta.get('files', {}).get('train')} "
                                "changed since the run (checksum differs from the record)")
-    seed_everything(cfg.seed)  # a random-init LLM is rebuilt from the seed, exactly as the run built it
-    # The one place that rebuilds a run's model; the builder's signature is the run's (see train._train).
-    model = build_model(cfg, data, run_dir=run_dir)
+    model = build(cfg, data=data, run_dir=run_dir).model  # seeded as the run was: a random LLM is the same
     try:
         model.load_trainable_state(torch.load(run_dir / BEST, map_location="cpu", weights_only=True))
     except RuntimeError as e:  # another architecture than the record describes
         raise DiagnosticsError(f"{run_dir}/{BEST} does not fit the model the record describes ({e})") from None
     return model.eval(), data, record
-
-
-def tokenizer_of(llm_cfg: Any) -> Any | None:
-    """The tokenizer of a run's LLM (for decoding token ids), or None when it cannot be loaded here."""
-    from tsllm.backbone import LLMSpec, byte_tokenizer, convert_gguf, resolve_location
-
-    spec = LLMSpec.from_cfg(llm_cfg)
-    if spec.random_config is not None:
-        return byte_tokenizer()
-    try:
-        from transformers import AutoTokenizer
-
-        location = resolve_location(spec.name_or_path)
-        if spec.gguf_file:  # the run converted it already; this finds the converted folder
-            location = str(convert_gguf(location, spec.gguf_file, spec.cache_dir))
-        return AutoTokenizer.from_pretrained(location)
-    except Exception as e:  # any loading failure (offline, gated) only costs the decoded strings
-        log.warning("No tokenizer for %s (%s)", spec.name, type(e).__name__)
-        return None

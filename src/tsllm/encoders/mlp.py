@@ -21,6 +21,9 @@ from tsllm.encoders.layers import TimeSeriesEncoder
 
 __all__ = ["MLPEncoder"]
 
+# Wang et al.'s dropout rates, fixed: the family's knobs (its config) are the width and depth.
+DROPOUT_INPUT, DROPOUT_HIDDEN, DROPOUT_OUTPUT = 0.1, 0.2, 0.3
+
 
 class MLPEncoder(TimeSeriesEncoder):
     """Wang et al. (2017) MLP over the flattened series; needs the exact ``length`` at build time."""
@@ -36,9 +39,6 @@ class MLPEncoder(TimeSeriesEncoder):
         *,
         hidden: int = 500,
         depth: int = 3,
-        input_dropout: float = 0.1,
-        hidden_dropout: float = 0.2,
-        output_dropout: float = 0.3,
     ) -> None:
         super().__init__(in_channels, length, latent_dim, num_tokens)
         if depth < 1:
@@ -47,12 +47,12 @@ class MLPEncoder(TimeSeriesEncoder):
         width = in_channels * length
         for i in range(depth):
             layers += [
-                nn.Dropout(input_dropout if i == 0 else hidden_dropout),
+                nn.Dropout(DROPOUT_INPUT if i == 0 else DROPOUT_HIDDEN),
                 nn.Linear(width, hidden),
                 nn.ReLU(),
             ]
             width = hidden
-        layers += [nn.Dropout(output_dropout), nn.Linear(hidden, num_tokens * latent_dim)]
+        layers += [nn.Dropout(DROPOUT_OUTPUT), nn.Linear(hidden, num_tokens * latent_dim)]
         self.net = nn.Sequential(*layers)
 
     def encode(self, x: Tensor) -> Tensor:

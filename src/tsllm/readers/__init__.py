@@ -1,7 +1,8 @@
 """What reads the encoder's latents: one class a file, chosen by the ``reader`` config group.
 
-Each ``conf/reader/*.yaml`` names its class with ``_target_`` plus ``name`` and that class's arguments;
-:func:`build_reader` resolves the class and builds it from those arguments and the run's context.
+Each reader class declares its ``Options`` (the typed config of ``conf/reader/<name>.yaml``), its mode and
+whether an LLM reads its latents; :func:`build_reader` builds the class a config names (``_target_``) from
+its options and the run's context. :data:`READERS` lists the readers whose config types conf/ knows.
 """
 
 from __future__ import annotations
@@ -9,43 +10,44 @@ from __future__ import annotations
 from typing import Any
 
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
 
+from tsllm.config import ConfigError, plain
 from tsllm.readers.attention import AttentionReader
-from tsllm.readers.base import Reader, ReaderContext
-from tsllm.readers.llm import LLMReader, prompt_token_ids, suffix_token_ids
+from tsllm.readers.base import Reader, ReaderContext, ReaderOptions
+from tsllm.readers.llm import LLMReader
 from tsllm.readers.mean import MeanReader
 from tsllm.readers.text import TextICLReader, TextProbeReader
 from tsllm.readers.transformer_layer import TransformerLayerReader
 
 __all__ = [
+    "READERS",
     "AttentionReader",
     "LLMReader",
     "MeanReader",
     "Reader",
     "ReaderContext",
+    "ReaderOptions",
     "TextICLReader",
     "TextProbeReader",
     "TransformerLayerReader",
     "build_reader",
-    "reader_uses_llm",
-    "prompt_token_ids",
-    "suffix_token_ids",
+    "reader_class",
 ]
+
+READERS: dict[str, type[Reader]] = {cls.Options.name: cls for cls in (
+    MeanReader, LLMReader, AttentionReader, TransformerLayerReader, TextProbeReader, TextICLReader)}
+
+
+def reader_class(reader_cfg: Any) -> type[Reader]:
+    """The Reader class a ``reader`` config names (``_target_``)."""
+    target = plain(reader_cfg)["_target_"]
+    cls = get_class(target)
+    if not (isinstance(cls, type) and issubclass(cls, Reader)):
+        raise ConfigError(f"reader._target_={target!r} is not a tsllm Reader")
+    return cls
 
 
 def build_reader(reader_cfg: Any, ctx: ReaderContext) -> Reader:
-    """Build the reader a ``reader`` config names (``_target_``), with the run's context."""
-    args = OmegaConf.to_container(reader_cfg, resolve=True) if isinstance(reader_cfg, DictConfig) else dict(reader_cfg)
-    target = args.pop("_target_")
-    args.pop("name", None)
-    cls = get_class(target)
-    if not (isinstance(cls, type) and issubclass(cls, Reader)):
-        raise ValueError(f"reader._target_={target!r} is not a tsllm Reader")
-    return cls.from_context(ctx, **args)
-
-
-def reader_uses_llm(reader_cfg: Any) -> bool:
-    """Whether the reader a config names loads the LLM (to read with it, or for its BOS embedding)."""
-    cls = get_class(reader_cfg["_target_"])
-    return cls.mode != "standalone" or bool(reader_cfg.get("bos", False))
+    """Build the reader a ``reader`` config names, from its typed options and the run's context."""
+    cls = reader_class(reader_cfg)
+    return cls.from_context(ctx, cls.Options.from_cfg(reader_cfg))

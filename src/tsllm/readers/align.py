@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ALIGNS = ("none", "scale", "prototypes", "nearest")
+from tsllm.config import align_config
 
 
 class _EmbeddingRef:
@@ -111,15 +111,13 @@ class NearestAlign(nn.Module):
 
 
 def build_align(cfg: dict[str, Any] | None, embed: nn.Embedding, *, num_tokens: int, seed: int) -> nn.Module:
-    """The alignment module an ``align`` config names (``{name: none}`` when absent)."""
-    args = dict(cfg or {"name": "none"})
-    name = args.pop("name", "none")
+    """The alignment module an ``align`` config names (``{name: none}`` when absent; typed by tsllm.config)."""
+    args = align_config(cfg).to_dict()
+    name = args.pop("name")
     if name == "none":
         return nn.Identity()
     if name == "scale":
         return ScaleAlign(embed, num_tokens, **args)
     if name == "prototypes":
         return PrototypeAlign(embed, seed=seed, **args)
-    if name == "nearest":
-        return NearestAlign(embed, **args)
-    raise ValueError(f"align={name!r}: expected one of {', '.join(ALIGNS)}")
+    return NearestAlign(embed, **args)  # align_config admits no other kind

@@ -9,30 +9,71 @@ and suffix tokens; the result equals the uncached path.
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from tsllm.backbone import cache_kwarg, decoder_of, input_embeddings
+from tsllm.config import ARM, Checked
+from tsllm.llm import (
+    PrefixCache,
+    cache_kwarg,
+    decoder_of,
+    expanded_cache,
+    format_prompt,
+    input_embeddings,
+    prompt_ids_for,
+    suffix_token_ids,
+)
+from tsllm.llm.tokens import PROMPTS
 from tsllm.readers.align import build_align
-from tsllm.readers.base import Reader, ReaderContext
+from tsllm.readers.base import Reader, ReaderContext, ReaderOptions, Shuffle, shuffle_option
 
-PROMPTS = ("text", "none", "random")
+
+@dataclass
+class LoraOptions(Checked):
+    """PEFT LoRA adapters on the LLM (conf/mode/lora.yaml sets them)."""
+
+    section: ClassVar[str] = "reader.lora"
+
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+
+
+@dataclass
+class LLMOptions(ReaderOptions):
+    """conf/reader/llm.yaml; ``align`` is set by the align group (conf/align/, tsllm.config.ALIGN_TYPES)."""
+
+    _target_: str = "tsllm.readers.LLMReader"
+    name: str = "llm"
+    template: str = "Classify the following data with {num_tokens} features into {num_classes} classes: "
+    # text (the template) | none (latents and suffix only) | random (seeded random ids)
+    prompt: Literal[PROMPTS] = field(default="text", metadata=ARM)  # type: ignore[valid-type]
+    prompt_length: int | None = None   # prompt=random: how many ids in all (null = as many as the template's)
+    suffix: str = field(default="pad", metadata=ARM)  # pad | eos (one real token) | a text, tokenised as the study
+    pooling: Literal["last", "mean"] = field(default="last", metadata=ARM)  # the read position | mean over latents
+    prefix_cache: bool = True           # the prompt depends on nothing trainable: its key/values are computed once
+    shuffle_latents: Shuffle = shuffle_option()
+    lora: LoraOptions | None = None
+    align: Any = field(default_factory=lambda: {"name": "none"}, metadata=ARM)
 
 
 class LLMReader(Reader):
     """``latents [B, L, H] -> [B, H]``: the LLM's last-layer state at the read position (or mean over latents)."""
 
-    context_args = frozenset({"llm", "tokenizer", "num_tokens", "template", "seed"})
-
+    Options: ClassVar[type[LLMOptions]] = LLMOptions
     mode = "hybrid"
+    llm_reads_latents = True
 
     def __init__(self, llm: nn.Module, tokenizer: Any, *, num_tokens: int, template: str, prompt: str = "text",
                  prompt_length: int | None = None, suffix: str = "pad", pooling: str = "last",
                  prefix_cache: bool = True, seed: int = 0, shuffle_latents: str | None = None,
                  align: dict | None = None) -> None:
-        super().__init__(num_tokens=num_tokens, seed=seed, shuffle_latents=shuffle_latents, align=align)
+        super().__init__(num_tokens=num_tokens, seed=seed, shuffle_latents=shuffle_latents)
         if pooling not in ("last", "mean"):
             raise ValueError(f"reader.pooling={pooling!r}: expected last or mean")
         self.llm = llm
@@ -49,21 +90,24 @@ class LLMReader(Reader):
         self.bos_id = tokenizer.bos_token_id
         self.tokenizer = tokenizer  # for diagnostics that decode token ids
         self.align = build_align(align, self.embed, num_tokens=num_tokens, seed=seed)
-        self._prefix: list[tuple[Tensor, Tensor]] | None = None
-        self._prefix_key: tuple | None = None
+        self._prefix = PrefixCache()
 
     @classmethod
-    def from_context(cls, ctx: ReaderContext, *, lora: dict | None = None, template: str = "",
-                     **args: Any) -> LLMReader:
+    def arm_mode(cls, options: LLMOptions) -> str:
+        return "lora" if options.lora else "hybrid"
+
+    @classmethod
+    def from_context(cls, ctx: ReaderContext, options: LLMOptions) -> LLMReader:
         llm, tokenizer = ctx.llm()
-        if lora:
-            llm = add_lora(llm, **lora)
-        template = format_prompt(template, num_tokens=ctx.num_tokens, num_classes=ctx.num_classes,
+        if options.lora:
+            # Adapters are injected in place: an LLM handed in is shared, so it is copied first.
+            llm = add_lora(copy.deepcopy(llm) if ctx.handed_in is not None else llm, **asdict(options.lora))
+        template = format_prompt(options.template, num_tokens=ctx.num_tokens, num_classes=ctx.num_classes,
                                  dataset=ctx.dataset)
-        reader = cls(llm, tokenizer, num_tokens=ctx.num_tokens, template=template, seed=ctx.seed, **args)
-        if lora:
-            reader.mode = "lora"
-        return reader
+        return cls(llm, tokenizer, num_tokens=ctx.num_tokens, template=template, prompt=options.prompt,
+                   prompt_length=options.prompt_length, suffix=options.suffix, pooling=options.pooling,
+                   prefix_cache=options.prefix_cache, seed=ctx.seed, shuffle_latents=options.shuffle_latents,
+                   align=options.align)
 
     # Properties, not attributes: as submodules they would put the whole LLM into state_dict twice.
     @property
@@ -109,30 +153,15 @@ class LLMReader(Reader):
             spans["bos"] = slice(0, 1)
         return torch.cat(parts, dim=1), spans
 
-    def _prefix_kv(self) -> list[tuple[Tensor, Tensor]]:
-        """Per-layer (key, value) of the prompt, batch 1, computed once per device and dtype."""
-        key = (self.embed.weight.device, self.embed.weight.dtype)
-        if self._prefix is None or self._prefix_key != key:
-            # Outside inference mode: tensors made under it could not be used by a later training step.
-            with torch.inference_mode(False), torch.no_grad():
-                out = self.decoder(inputs_embeds=self.embed(self.prompt_ids[None]), use_cache=True)
-            cache = getattr(out, self._cache_kwarg, None) or out.past_key_values
-            self._prefix = [(layer.keys, layer.values) for layer in cache.layers]
-            self._prefix_key = key
-        return self._prefix
-
     def read(self, latents: Tensor) -> Tensor:
-        from transformers import DynamicCache
-
         b, n_lat, _ = latents.shape
         dtype = self.embed.weight.dtype
         suffix = self.embed(self.suffix_ids).expand(b, -1, -1)
         tail = torch.cat([self.align(latents).to(dtype), suffix], dim=1)  # (B, L+S, H)
         p = self.prompt_ids.numel()
         if self.prefix_cache and p > 0:
-            cache = DynamicCache(config=self.llm.config)
-            for i, (k, v) in enumerate(self._prefix_kv()):
-                cache.update(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1), i)
+            kv = self._prefix.get(self.decoder, self.embed.weight, inputs_embeds=self.embed(self.prompt_ids[None]))
+            cache = expanded_cache(kv, b, self.llm.config)
             positions = torch.arange(p, p + tail.shape[1], device=tail.device)[None]
             hidden = self.decoder(inputs_embeds=tail, position_ids=positions, use_cache=True,
                                   **{self._cache_kwarg: cache}).last_hidden_state  # (B, L+S, H)
@@ -142,69 +171,6 @@ class LLMReader(Reader):
                                   use_cache=False).last_hidden_state[:, p:]
         out = hidden[:, -1] if self.pooling == "last" else hidden[:, :n_lat].mean(dim=1)
         return out.float()
-
-
-def prompt_token_ids(tokenizer: Any, prompt: str) -> Tensor:
-    """Prompt ids with the tokenizer's own special-token rules: one BOS if it uses one, never two."""
-    ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    bos = tokenizer.bos_token_id
-    if bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:
-        ids = ids[1:]
-    if not ids:
-        raise ValueError("reader.template produced no tokens")
-    return torch.tensor(ids, dtype=torch.long)
-
-
-def prompt_ids_for(tokenizer: Any, prompt: str, template: str, *, prompt_length: int | None = None,
-                   seed: int = 0) -> Tensor:
-    """The prompt the LLM reads first: the template's tokens, nothing, or seeded random ids.
-
-    ``random`` keeps the tokenizer's BOS (when the template starts with it) and fills the rest with
-    non-special ids drawn with ``seed``: as many as the template has (or ``prompt_length`` in all).
-    """
-    if prompt not in PROMPTS:
-        raise ValueError(f"reader.prompt={prompt!r}: expected one of {', '.join(PROMPTS)}")
-    if prompt == "none":
-        return torch.zeros(0, dtype=torch.long)
-    real = prompt_token_ids(tokenizer, template)
-    if prompt == "text":
-        return real
-    length = real.numel() if prompt_length is None else prompt_length
-    if length < 1:
-        raise ValueError(f"reader.prompt=random with reader.prompt_length={length}: expected at least 1 token")
-    keep_bos = tokenizer.bos_token_id is not None and int(real[0]) == tokenizer.bos_token_id
-    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
-    pool = torch.arange(len(tokenizer))
-    pool = pool[~torch.isin(pool, special)]
-    draw = torch.randint(len(pool), (length - int(keep_bos),), generator=torch.Generator().manual_seed(seed))
-    ids = pool[draw]
-    return torch.cat([real[:1], ids]) if keep_bos else ids
-
-
-def suffix_token_ids(tokenizer: Any, suffix: str) -> Tensor:
-    """The read position's tokens: ``pad`` or ``eos`` (one real token), or a text tokenised as the study does.
-
-    A text goes through ``tokenizer(text)`` with its special tokens, so the study's ``"[PAD]"`` becomes the
-    same ids its code fed the LLM (a second BOS and the text pieces for a Llama-3 tokenizer).
-    """
-    if not isinstance(suffix, str):
-        raise ValueError(f"reader.suffix={suffix!r} is not a text; on the command line quote it: 'reader.suffix=\"[PAD]\"'")
-    if suffix in ("pad", "eos"):
-        tok_id = tokenizer.eos_token_id if suffix == "eos" or tokenizer.pad_token_id is None else tokenizer.pad_token_id
-        if tok_id is None:
-            raise ValueError(f"reader.suffix={suffix}: the tokenizer has no such token")
-        return torch.tensor([tok_id], dtype=torch.long)
-    if not suffix:
-        raise ValueError("reader.suffix is empty: expected pad, eos or a non-empty text")
-    return torch.tensor(tokenizer(suffix, add_special_tokens=True)["input_ids"], dtype=torch.long)
-
-
-def format_prompt(template: str, *, num_tokens: int, num_classes: int, dataset: str) -> str:
-    """Fill the prompt template; it may name {num_tokens}, {num_classes} and {dataset}."""
-    try:
-        return template.format(num_tokens=num_tokens, num_classes=num_classes, dataset=dataset)
-    except KeyError as e:
-        raise ValueError(f"reader.template names {e}, expected only {{num_tokens}}, {{num_classes}}, {{dataset}}") from None
 
 
 def add_lora(llm: nn.Module, r: int, alpha: int, dropout: float, target_modules: list[str]) -> nn.Module:

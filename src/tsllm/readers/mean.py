@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from tsllm.backbone import BackboneError, input_embeddings
-from tsllm.readers.base import Reader, ReaderContext
+from tsllm.config import ARM
+from tsllm.llm import BackboneError, input_embeddings
+from tsllm.readers.base import Reader, ReaderContext, ReaderOptions, Shuffle, shuffle_option
+
+
+@dataclass
+class MeanOptions(ReaderOptions):
+    """conf/reader/mean.yaml"""
+
+    _target_: str = "tsllm.readers.MeanReader"
+    name: str = "mean"
+    shuffle_latents: Shuffle = shuffle_option()  # a mean has no order: kept for a uniform control grid
+    bos: bool = field(default=False, metadata=ARM)  # pool the LLM's BOS embedding too (the study's TS_CLS_NoLLM)
 
 
 class MeanReader(Reader):
@@ -18,22 +30,27 @@ class MeanReader(Reader):
     configured LLM is pooled together with the latents, ``mean([bos; z_1..z_L])``.
     """
 
-    context_args = frozenset({"num_tokens", "seed", "bos_embedding"})
+    Options: ClassVar[type[MeanOptions]] = MeanOptions
 
     def __init__(self, *, num_tokens: int, seed: int = 0, shuffle_latents: str | None = None,
-                 align: dict | None = None, bos_embedding: torch.Tensor | None = None) -> None:
-        super().__init__(num_tokens=num_tokens, seed=seed, shuffle_latents=shuffle_latents, align=align)
+                 bos_embedding: torch.Tensor | None = None) -> None:
+        super().__init__(num_tokens=num_tokens, seed=seed, shuffle_latents=shuffle_latents)
         self.register_buffer("bos", bos_embedding, persistent=False)
 
     @classmethod
-    def from_context(cls, ctx: ReaderContext, *, bos: bool = False, **args: Any) -> MeanReader:
+    def loads_llm(cls, options: MeanOptions) -> bool:
+        return options.bos
+
+    @classmethod
+    def from_context(cls, ctx: ReaderContext, options: MeanOptions) -> MeanReader:
         emb = None
-        if bos:
+        if options.bos:
             llm, tokenizer = ctx.llm()
             if tokenizer.bos_token_id is None:
                 raise BackboneError(f"reader.bos=true but llm {ctx.spec.name!r} has no BOS token")
             emb = input_embeddings(llm).weight[tokenizer.bos_token_id].detach().float().clone()
-        return cls(num_tokens=ctx.num_tokens, seed=ctx.seed, bos_embedding=emb, **args)
+        return cls(num_tokens=ctx.num_tokens, seed=ctx.seed, shuffle_latents=options.shuffle_latents,
+                   bos_embedding=emb)
 
     def read(self, latents: Tensor) -> Tensor:
         if self.bos is not None:

@@ -37,16 +37,25 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tsllm.backbone import cache_kwarg, decoder_of, input_embeddings
-from tsllm.readers.base import Reader, ReaderContext
-from tsllm.readers.llm import format_prompt, prompt_token_ids
+from tsllm.llm import (
+    cache_kwarg,
+    decoder_of,
+    expanded_cache,
+    format_prompt,
+    input_embeddings,
+    pad_id_of,
+    prefix_key_values,
+    prompt_token_ids,
+)
+from tsllm.readers.base import Reader, ReaderContext, ReaderOptions
 
 log = logging.getLogger(__name__)
 
@@ -218,14 +227,6 @@ def left_padded(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device
     return ids.to(device), mask.to(device), positions.to(device)
 
 
-def pad_id_of(tokenizer: Any) -> int:
-    """Any id works under the mask; prefer the tokenizer's pad token, then its eos, then 0."""
-    for tok_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if tok_id is not None:
-            return int(tok_id)
-    return 0
-
-
 class _FrozenLMReader(nn.Module):
     """Shared by both readouts: holds the frozen LM (never in train mode) and runs padded batches."""
 
@@ -276,10 +277,7 @@ class _FrozenLMReader(nn.Module):
 
     def prefix_cache(self, prefix: Sequence[int]) -> list[tuple[Tensor, Tensor]]:
         """Per-layer (key, value) of a shared prefix, batch 1: the few-shot part is read once per factor."""
-        kwarg = cache_kwarg(self.llm)
-        out = decoder_of(self.llm)(input_ids=torch.tensor([list(prefix)], device=self.device), use_cache=True)
-        cache = getattr(out, kwarg, None) or out.past_key_values
-        return [(layer.keys, layer.values) for layer in cache.layers]
+        return prefix_key_values(decoder_of(self.llm), input_ids=torch.tensor([list(prefix)], device=self.device))
 
     def tail_log_probs(self, seqs: Sequence[Sequence[int]], n_last: int, prefix: Sequence[int] = (),
                        prefix_kv: list[tuple[Tensor, Tensor]] | None = None) -> list[Tensor]:
@@ -289,8 +287,6 @@ class _FrozenLMReader(nn.Module):
         Rows are left-padded after the prefix: the mask hides the pads and positions continue from the
         prefix, so each row computes what ``prefix + seq`` computes alone.
         """
-        from transformers import DynamicCache
-
         p = len(prefix)
         if p and prefix_kv is None:
             seqs, p = [list(prefix) + list(s) for s in seqs], 0
@@ -299,9 +295,7 @@ class _FrozenLMReader(nn.Module):
             b = len(idx)
             kwargs: dict[str, Any] = {"use_cache": False}
             if p:
-                cache = DynamicCache(config=self.llm.config)
-                for layer, (k, v) in enumerate(prefix_kv):
-                    cache.update(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1), layer)
+                cache = expanded_cache(prefix_kv, b, self.llm.config)
                 mask = torch.cat([torch.ones(b, p, dtype=mask.dtype, device=mask.device), mask], dim=1)
                 kwargs = {"use_cache": True, cache_kwarg(self.llm): cache}
             # logits_to_keep: the full [B, n, V] logits of a long few-shot context would not fit in memory.
@@ -481,6 +475,24 @@ class TextICLClassifier(_FrozenLMReader):
 # --------------------------------------------------------------------------- readers (mode=text)
 
 
+@dataclass
+class TextOptions(ReaderOptions):
+    """What both text readers take: how numbers are written and how many tokens they may fill."""
+
+    decimals: int = 2
+    token_budget: int = 2048   # tokens in all (prompt + series); must exceed the prompt's
+    batch_size: int = 8        # series per LLM forward
+
+
+@dataclass
+class TextProbeOptions(TextOptions):
+    """conf/reader/text_probe.yaml"""
+
+    _target_: str = "tsllm.readers.TextProbeReader"
+    name: str = "text_probe"
+    template: str = "Classify the following data into {num_classes} classes:"
+
+
 class TextProbeReader(Reader):
     """``mode=text`` with a linear probe: the series as text through the frozen LLM, its last state to the head.
 
@@ -488,22 +500,23 @@ class TextProbeReader(Reader):
     feature is computed once and kept in ``<run_dir>/features.pt``.
     """
 
+    Options: ClassVar[type[TextProbeOptions]] = TextProbeOptions
     mode = "text"
     reads_series = True
 
-    def __init__(self, features: TextSeriesEncoder, *, seed: int = 0, align: dict | None = None) -> None:
-        super().__init__(num_tokens=1, seed=seed, align=align)
+    def __init__(self, features: TextSeriesEncoder, *, seed: int = 0) -> None:
+        super().__init__(num_tokens=1, seed=seed)
         self.features = features
 
     @classmethod
-    def from_context(cls, ctx: ReaderContext, *, template: str, decimals: int = 2, token_budget: int = 2048,
-                     batch_size: int = 8, align: dict | None = None) -> TextProbeReader:
+    def from_context(cls, ctx: ReaderContext, options: TextProbeOptions) -> TextProbeReader:
         llm, tokenizer = ctx.llm()
-        prompt = format_prompt(template, num_tokens=1, num_classes=ctx.num_classes, dataset=ctx.dataset)
+        prompt = format_prompt(options.template, num_tokens=1, num_classes=ctx.num_classes, dataset=ctx.dataset)
         cache = Path(ctx.run_dir) / "features.pt" if ctx.run_dir is not None else None
-        features = TextSeriesEncoder(llm, tokenizer, prompt, decimals=decimals, token_budget=token_budget,
-                                     cache_path=cache, batch_size=batch_size)
-        return cls(features, seed=ctx.seed, align=align)
+        features = TextSeriesEncoder(llm, tokenizer, prompt, decimals=options.decimals,
+                                     token_budget=options.token_budget, cache_path=cache,
+                                     batch_size=options.batch_size)
+        return cls(features, seed=ctx.seed)
 
     def read(self, x: Tensor) -> Tensor:
         return self.features(x)[:, 0]
@@ -513,33 +526,45 @@ class TextProbeReader(Reader):
         return {"llm_reads": self.features.computed, "downsample": self.features.downsample_factors}
 
 
+@dataclass
+class TextICLOptions(TextOptions):
+    """conf/reader/text_icl.yaml"""
+
+    _target_: str = "tsllm.readers.TextICLReader"
+    name: str = "text_icl"
+    batch_size: int = 4
+    prompt: str = "Each series below is followed by its class label."
+    shots: int = 1
+    labels: list[str] | None = None   # label texts; null = the class indices 0..K-1
+
+
 class TextICLReader(Reader):
     """``mode=text`` in context: k labelled TRAIN series per class in the prompt; logits are label log-probs.
 
     Nothing trains: the head is the identity, and the run evaluates once.
     """
 
+    Options: ClassVar[type[TextICLOptions]] = TextICLOptions
     mode = "text"
     reads_series = True
     gives_logits = True
 
-    def __init__(self, classifier: TextICLClassifier, *, seed: int = 0, align: dict | None = None) -> None:
-        super().__init__(num_tokens=1, seed=seed, align=align)
+    def __init__(self, classifier: TextICLClassifier, *, seed: int = 0) -> None:
+        super().__init__(num_tokens=1, seed=seed)
         self.classifier = classifier
 
     @classmethod
-    def from_context(cls, ctx: ReaderContext, *, prompt: str, shots: int = 1, decimals: int = 2,
-                     token_budget: int = 2048, batch_size: int = 4, labels: list[str] | None = None,
-                     align: dict | None = None) -> TextICLReader:
+    def from_context(cls, ctx: ReaderContext, options: TextICLOptions) -> TextICLReader:
         if ctx.data is None or getattr(ctx.data, "train", None) is None:
             raise ValueError("reader=text_icl needs the TRAIN split to draw its shots from")
         llm, tokenizer = ctx.llm()
         cache = Path(ctx.run_dir) / "icl_scores.pt" if ctx.run_dir is not None else None
         classifier = TextICLClassifier(llm, tokenizer, ctx.data.train.x, ctx.data.train.y,
-                                       class_names=ctx.data.classes, shots=shots, seed=ctx.seed, labels=labels,
-                                       decimals=decimals, token_budget=token_budget, prompt=prompt,
-                                       cache_path=cache, batch_size=batch_size)
-        return cls(classifier, seed=ctx.seed, align=align)
+                                       class_names=ctx.data.classes, shots=options.shots, seed=ctx.seed,
+                                       labels=options.labels, decimals=options.decimals,
+                                       token_budget=options.token_budget, prompt=options.prompt,
+                                       cache_path=cache, batch_size=options.batch_size)
+        return cls(classifier, seed=ctx.seed)
 
     def read(self, x: Tensor) -> Tensor:
         return self.classifier(x)

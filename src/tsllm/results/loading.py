@@ -17,35 +17,26 @@ from typing import Any
 
 import pandas as pd
 
-from tsllm.records import RECORD, config_hash
+from tsllm.identity import ARM_GROUPS, ARM_SETTINGS, identify, without
+from tsllm.records import RECORD, RunRecord, canonical, config_hash
 
 logger = logging.getLogger("tsllm.results")
 
-# Scalar record keys copied verbatim into the tidy table, in this column order.
-SCALAR_KEYS = (
-    "status", "config_hash", "run_dir", "seed", "dataset", "encoder", "mode", "llm", "lr", "num_tokens",
-    "num_kernels", "protocol", "selection", "best_epoch", "epochs_run", "val_acc", "val_loss", "test_acc",
-    "test_loss", "test_acc_last_epoch", "train_acc_last_epoch", "study_best_test_acc",
-    "study_min_train_loss_test_acc", "stopped_early", "resumed_from_epoch", "seconds", "wall_seconds",
-    "earlier_sessions_seconds",
-)
+# The record's scalar fields, as train writes them (tsllm.records.RunRecord), in this column order. The
+# record's own arm label becomes ``run_arm``; ``arm`` is that label qualified within a table (label_runs).
+SCALAR_KEYS = RunRecord.columns()
 ACCURACY_KEYS = ("val_acc", "test_acc", "test_acc_last_epoch", "study_best_test_acc",
                  "study_min_train_loss_test_acc")
 DATA_KEYS = ("n_train", "n_val", "n_test", "num_classes", "sha256", "leaks_test")
 COST_KEYS = ("flops_per_step", "llm_tokens_per_step", "seconds_per_epoch", "peak_rss_mib", "peak_accelerator_mib")
-# Config groups that make an arm (what reads the latents); everything else is the setting it runs in.
-ARM_GROUPS = ("mode", "reader", "llm")
 ARM_NAME_KEYS = ("reader.name", "mode.name")
-# Encoder settings a control arm changes (the multi-scale ablation): they label the arm, not the setting.
-ARM_SETTINGS = ("encoder.kernel_sizes",)
 # Keys that say which data a run saw; the dataset column (name, plus checksum when ambiguous) stands for them.
 DATASET_KEYS = ("data.name", "data.root")
 INT_COLUMNS = ("seed", "num_tokens", "num_kernels", "best_epoch", "epochs_run", "resumed_from_epoch", "epochs",
                "trainable_params", "frozen_params", "data_n_train", "data_n_val", "data_n_test", "data_num_classes")
 TIDY_COLUMNS = (
-    *SCALAR_KEYS, "reader", "run_arm", "sweep", "epochs", "trainable_params", "frozen_params", "git_sha", "device",
-    "data_name", *(f"data_{k}" for k in DATA_KEYS), *(f"cost_{k}" for k in COST_KEYS),
-    "cell", "context", "arm", "variant", "path",
+    *SCALAR_KEYS, "run_arm", "sweep", "epochs", "trainable_params", "frozen_params", "git_sha", "device",
+    "data_name", *(f"data_{k}" for k in DATA_KEYS), *(f"cost_{k}" for k in COST_KEYS), "variant", "path",
 )
 
 _warned: set[str] = set()
@@ -80,17 +71,6 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _without(config: dict[str, Any], *dotted: str) -> dict[str, Any]:
-    """A deep copy of ``config`` without the given top-level groups or dotted keys."""
-    pruned = json.loads(json.dumps(config, default=str))
-    for key in dotted:
-        *parents, leaf = key.split(".")
-        node = _get(pruned, *parents) if parents else pruned
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return pruned
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
@@ -116,6 +96,10 @@ def validate(record: Any) -> str | None:
         return f"config key 'train.lr' is {lr!r} (expected a number)"
     if record.get("test_acc") is None:
         return "finished without 'test_acc'"
+    try:
+        identify(config)
+    except Exception as e:  # noqa: BLE001 - a reader class that no longer exists, or options it no longer takes
+        return f"cannot tell its arm ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
     for key in ACCURACY_KEYS:
         value = record.get(key)
         if value is not None and not (_is_number(value) and 0 <= value <= 1):
@@ -146,20 +130,22 @@ def _outside_selection(record: Any, where: Sequence[tuple[str, str]], sweeps: Se
 
 def _tidy_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
     row = {key: record.get(key) for key in SCALAR_KEYS}
-    config = record["config"]
+    config = canonical(record["config"])
+    # What the run is: stored by train (tsllm.identity), computed by the same function for older records.
+    identity = identify(config)
     # The config is the fallback for keys an older record may not have lifted to the top level.
     fallbacks = {
         "dataset": _get(config, "data", "name"), "encoder": _get(config, "encoder", "name"),
-        "mode": _get(config, "mode", "name") or _get(config, "reader", "name"), "lr": _get(config, "train", "lr"),
-        "num_tokens": _get(config, "encoder", "num_tokens"), "seed": config.get("seed"),
+        "mode": identity.mode, "lr": _get(config, "train", "lr"), "num_tokens": _get(config, "encoder", "num_tokens"),
+        "seed": config.get("seed"), "reader": _get(config, "reader", "name"),
     }
     for key, value in fallbacks.items():
         if row[key] is None:
             row[key] = value
     row.update(
-        reader=_get(config, "reader", "name"),
-        # The run's own arm label (train.arm_label: only settings off the defaults are named); newer records.
-        run_arm=record.get("arm"),
+        run_arm=record.get("arm") or identity.arm,
+        cell=record.get("cell") or identity.cell,
+        context=record.get("context") or identity.context,
         sweep=config.get("sweep_name"),
         epochs=_get(config, "train", "epochs"),
         trainable_params=_get(record, "params", "trainable"),
@@ -167,9 +153,6 @@ def _tidy_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
         git_sha=_get(record, "env", "git", "sha"),
         device=_get(record, "env", "device"),
         data_name=_get(config, "data", "name"),
-        # The cell is the run without its seed; the context also drops the arm, so two arms pair on it.
-        cell=config_hash(_without(config, "seed")),
-        context=config_hash(_without(config, "seed", *ARM_GROUPS, *ARM_SETTINGS)),
         path=_shown(path),
     )
     row.update({f"data_{k}": _get(record, "data", k) for k in DATA_KEYS})
@@ -210,10 +193,10 @@ def _shown(path: Path) -> str:
 
 def _semantic(key: str, config: dict[str, Any]) -> bool:
     """Whether ``key`` counts in the config hash (probing records.config_hash, not a copy of its rules)."""
-    return config_hash(config) != config_hash(_without(config, key))
+    return config_hash(config) != config_hash(without(config, key))
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return "null"
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -221,7 +204,7 @@ def _text(value: Any) -> str:
 
 def varying_keys(df: pd.DataFrame) -> list[str]:
     """Config columns (dotted) whose values differ across the rows of ``df``."""
-    return [c for c in df.columns if "." in c and df[c].map(_text).nunique() > 1]
+    return [c for c in df.columns if "." in c and df[c].map(text_of).nunique() > 1]
 
 
 def _qualified(base: pd.Series, df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
@@ -235,10 +218,10 @@ def _qualified(base: pd.Series, df: pd.DataFrame, keys: Sequence[str]) -> pd.Ser
     """
     labels = base.astype(str).copy()
     for (name, _), rows in df.groupby([base, df["encoder"].fillna("")], sort=False):
-        quals = [k for k in keys if rows[k].map(_text).nunique() > 1]
+        quals = [k for k in keys if rows[k].map(text_of).nunique() > 1]
         if quals:
             named = rows[quals].apply(
-                lambda r: ", ".join(f"{k}={_text(v)}" for k, v in r.items() if _text(v) != "null"), axis=1)
+                lambda r: ", ".join(f"{k}={text_of(v)}" for k, v in r.items() if text_of(v) != "null"), axis=1)
             labels.loc[rows.index] = named.map(lambda text, name=name: f"{name}[{text}]" if text else str(name))
     return labels
 
@@ -251,7 +234,7 @@ def leaks_test(value: Any) -> bool:
 def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     """Set ``arm`` and ``variant`` from the config keys that vary in ``df``; returns ``df``.
 
-    ``arm`` is the run's own label (``train.arm_label``; older records: the reader or mode) qualified by
+    ``arm`` is the run's own label (``tsllm.identity``, stored as ``run_arm``) qualified by
     every reader/mode/LLM key (and :data:`ARM_SETTINGS`) that varies among its runs
     (``hybrid[llm.weights=random]``); ``variant`` is the encoder qualified by every other
     varying key (``inception[train.lr=0.0001]``), flagged when the run's data leaks TEST. Rows of one
@@ -263,7 +246,7 @@ def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     arm_keys = [k for k in varying if k.split(".")[0] in ARM_GROUPS or k in ARM_SETTINGS]
     setting_keys = [k for k in varying if k not in arm_keys and k != "encoder.name"]
     own = df["run_arm"] if "run_arm" in df else pd.Series(None, index=df.index, dtype=object)
-    df["arm"] = _qualified(own.fillna(df["reader"]).fillna(df["mode"]), df, arm_keys)
+    df["arm"] = _qualified(own, df, arm_keys)
     variant = _qualified(df["encoder"], df, setting_keys)
     # Records say how they leak (a text such as "normalise=study_global_minmax: ..."); older ones True.
     leaks = df["data_leaks_test"].map(leaks_test)
@@ -277,7 +260,7 @@ def _matches(value: Any, wanted: str) -> bool:
             return math.isclose(float(value), float(wanted), rel_tol=1e-9)
         except ValueError:
             return False
-    return _text(value) == wanted or (value is None and wanted in ("", "None", "null"))
+    return text_of(value) == wanted or (value is None and wanted in ("", "None", "null"))
 
 
 def parse_where(items: Sequence[str]) -> list[tuple[str, str]]:
@@ -341,10 +324,11 @@ def load_records(paths: str | Path | Iterable[str | Path], where: Sequence[tuple
                 skipped.append(f"{path}: {reason}")
             continue
         rows.append(_tidy_row(record, path))
-        for key in flatten(record["config"]):
+        config = canonical(record["config"])
+        for key in flatten(config):
             if key not in probed and "." in key:
                 probed.add(key)
-                if _semantic(key, record["config"]):
+                if _semantic(key, config):
                     semantic.add(key)
     for line in skipped:
         warn_once("skipping %s", line)

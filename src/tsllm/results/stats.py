@@ -23,6 +23,7 @@ from tsllm.results.aggregate import (
     sort_key,
     usable_runs,
 )
+from tsllm.results.loading import text_of
 
 # An exact two-sided signed-rank test over n pairs cannot give p < 0.05 below n = 6 (n = 5: p >= 0.0625).
 MIN_PAIRED = 6
@@ -66,11 +67,17 @@ def default_baseline(arms: Sequence[str]) -> str | None:
     return next((a for a in candidates if a in BASELINE_BASES), candidates[0] if candidates else None)
 
 
-# The LLM reader's and backbone's defaults (conf/reader/llm.yaml, conf/align/none.yaml, conf/llm/*.yaml);
-# a qualifier at its default (or null) does not make an arm a control.
-READER_DEFAULTS = {"reader.prompt": "text", "reader.suffix": "pad", "reader.pooling": "last",
-                   "reader.align.name": "none", "reader.bos": "False", "llm.weights": "pretrained",
-                   "reader.prefix_cache": "True"}
+def reference_defaults() -> dict[str, str]:
+    """The LLM reader's and the LLM's declared defaults as tables print them (``reader.prompt``: ``text``);
+    a qualifier at its default (or null) does not make an arm a control."""
+    from tsllm.config import LLMConfig
+    from tsllm.identity import named
+    from tsllm.readers import LLMReader
+
+    declared = {f"reader.{k}": v for k, v in LLMReader.Options.defaults().items()}
+    declared |= {f"llm.{k}": v for k, v in LLMConfig.defaults().items()}
+    declared["reader.align.name"] = named(declared.pop("reader.align"))
+    return {k: text_of(v) for k, v in declared.items()}
 
 
 def default_reference(arms: Sequence[str]) -> str | None:
@@ -82,11 +89,12 @@ def default_reference(arms: Sequence[str]) -> str | None:
     candidates = [a for a in arms if _base(a) in REFERENCE_BASES]
     if not candidates:
         return None
+    defaults = reference_defaults()
 
     def changes(arm: str) -> int:
         quals = arm[len(_base(arm)):].strip("[]").split(", ") if "[" in arm else []
         pairs = [q.partition("=") for q in quals]
-        return sum(v != "null" and READER_DEFAULTS.get(k) != v for k, _, v in pairs)
+        return sum(v != "null" and defaults.get(k) != v for k, _, v in pairs)
 
     return min(candidates, key=lambda a: (changes(a), a not in REFERENCE_BASES, a))
 

