@@ -193,21 +193,43 @@ def test_run_names_and_tags_tell_llm_weights_cell_and_seed_apart() -> None:
     assert len(grid) == 4
 
 
-def _repo_with_commit_finished(tmp_path: Path) -> tuple[Path, list[str]]:
+# Every git call of these tests, and every script that commits, runs with this identity in its environment: a
+# fresh machine (empty HOME, no global config) has none, and `git commit` stops ("unable to auto-detect email").
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def _git(repo: Path, *args: str) -> str:
+    """Run git in repo with the tests' identity; its stdout."""
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
+                          env={**os.environ, **GIT_IDENTITY}).stdout
+
+
+def _tracked(repo: Path) -> set[str]:
+    return set(_git(repo, "ls-files").split())
+
+
+def _commit_finished(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """The scratch repository's scripts/commit_finished.sh, run with the tests' identity and any extra env."""
+    return subprocess.run(["bash", str(repo / "scripts" / "commit_finished.sh"), *args], capture_output=True,
+                          text=True, env={**os.environ, **GIT_IDENTITY, **env})
+
+
+def _repo_with_commit_finished(tmp_path: Path) -> Path:
     """A scratch folder holding scripts/commit_finished.sh and the project's .gitignore; git not yet run."""
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     script = Path(__file__).resolve().parents[1] / "scripts" / "commit_finished.sh"
     (repo / "scripts" / "commit_finished.sh").write_text(script.read_text())
     (repo / ".gitignore").write_text((Path(__file__).resolve().parents[1] / ".gitignore").read_text())
-    return repo, ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    return repo
 
 
-def _git_init(git: list[str]) -> None:
+def _git_init(repo: Path) -> None:
     """Initialise the scratch repository with its script committed, the runs left to commit_finished.sh."""
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", ".gitignore", "scripts"], check=True)
-    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".gitignore", "scripts")
+    _git(repo, "commit", "-qm", "init")
 
 
 def test_evidence_queues_run_the_committed_code_whatever_changes_under_them(tmp_path: Path) -> None:
@@ -219,16 +241,15 @@ def test_evidence_queues_run_the_committed_code_whatever_changes_under_them(tmp_
     (repo / "scripts" / "evidence16.sh").write_text(script.read_text())
     (repo / ".gitignore").write_text(".venv/\n")
     (repo / "src" / "tsllm" / "__init__.py").write_text('CODE = "committed"\n')
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "init"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "init")
+    head = _git(repo, "rev-parse", "HEAD").strip()
     (repo / "src" / "tsllm" / "__init__.py").write_text('CODE = "edited after the commit"\n')
     fake = tmp_path / "python"  # stands for .venv/bin/python: says which tsllm each launch imports
     fake.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import tsllm; print(tsllm.CODE, tsllm.__file__)'\n")
     fake.chmod(0o755)
-    env = {**os.environ, "PY": str(fake), "PYTHONPATH": ""}
+    env = {**os.environ, **GIT_IDENTITY, "PY": str(fake), "PYTHONPATH": ""}
     done = subprocess.run(["bash", str(repo / "scripts" / "evidence16.sh"), "tier2"], capture_output=True,
                           text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -241,7 +262,7 @@ def test_evidence_queues_run_the_committed_code_whatever_changes_under_them(tmp_
 
 def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path: Path) -> None:
     """A submission over 256 MiB of diffs is refused whole: large weights must stay on the machine."""
-    repo, git = _repo_with_commit_finished(tmp_path)
+    repo = _repo_with_commit_finished(tmp_path)
     runs = {"done": "finished", "flight": "running", "big[7,7]": "finished"}
     for name, status in runs.items():
         run = repo / "results" / "runs" / "sweep" / name
@@ -252,15 +273,12 @@ def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path:
     (repo / "results/runs/sweep/done/checkpoint_best.pt").write_bytes(b"x" * 100)
     (repo / "results/runs/sweep/flight/checkpoint_best.pt").write_bytes(b"x" * 3_000_000)
     (repo / "results/runs/sweep/big[7,7]/checkpoint_best.pt").write_bytes(b"x" * 3_000_000)
-    _git_init(git)
-    out = subprocess.run(["bash", str(repo / "scripts" / "commit_finished.sh"), "--partial", "(test)"],
-                         capture_output=True, text=True, env={**os.environ, "TSLLM_MAX_CHECKPOINT_MB": "2",
-                         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-                         "GIT_COMMITTER_EMAIL": "t@t"})
+    _git_init(repo)
+    out = _commit_finished(repo, "--partial", "(test)", TSLLM_MAX_CHECKPOINT_MB="2")
     assert out.returncode == 0, out.stderr
     # The run in flight keeps its record and log, but is not called resumable: its checkpoint stayed out.
     assert "2 finished run(s), progress of 1 unfinished run(s) whose resume checkpoint is over the cap" in out.stdout
-    tracked = set(subprocess.run([*git, "ls-files"], capture_output=True, text=True, check=True).stdout.split())
+    tracked = _tracked(repo)
     assert {"results/runs/sweep/done/record.json", "results/runs/sweep/done/checkpoint_best.pt",
             "results/runs/sweep/flight/record.json"} <= tracked
     assert not {p for p in tracked if p.startswith(("results/runs/sweep/flight/checkpoint", "results/runs/sweep/big"))
@@ -274,32 +292,28 @@ def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path:
     new = repo / "results/runs/sweep/new"
     new.mkdir()
     (new / "record.json").write_text(json.dumps({"status": "finished"}))
-    again = subprocess.run(["bash", str(repo / "scripts" / "commit_finished.sh"), "(again)"],
-                           capture_output=True, text=True, env={**os.environ, "TSLLM_MAX_CHECKPOINT_MB": "2"})
-    assert again.returncode == 0 and "committed: Evidence: 1 finished run(s)" in again.stdout, again.stdout
+    again = _commit_finished(repo, "(again)", TSLLM_MAX_CHECKPOINT_MB="2")
+    assert again.returncode == 0 and "committed: Evidence: 1 finished run(s)" in again.stdout, again.stderr
     # Work staged outside results/runs is never swept into an evidence commit.
     (repo / "notes.txt").write_text("draft\n")
-    subprocess.run([*git, "add", "notes.txt"], check=True)
-    refused = subprocess.run(["bash", str(repo / "scripts" / "commit_finished.sh")], capture_output=True, text=True)
+    _git(repo, "add", "notes.txt")
+    refused = _commit_finished(repo)
     assert refused.returncode == 2 and "changes outside results/runs are staged" in refused.stderr
 
 
 def test_commit_finished_keeps_weights_only_for_the_runs_named(tmp_path: Path) -> None:
     """TSLLM_WEIGHTS_FOR: finished runs it does not name commit record and log, their weights stay here."""
-    repo, git = _repo_with_commit_finished(tmp_path)
+    repo = _repo_with_commit_finished(tmp_path)
     for name in ("control=llm,seed=0", "control=no_llm,encoder=mlp,seed=1"):
         run = repo / "results" / "runs" / "sweep" / name
         run.mkdir(parents=True)
         (run / "record.json").write_text(json.dumps({"status": "finished"}, indent=1))
         (run / "train.log").write_text("log\n")
         (run / "checkpoint_best.pt").write_bytes(b"x" * 100)
-    env = {**os.environ, "TSLLM_WEIGHTS_FOR": "control=llm,", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    _git_init(git)
-    out = subprocess.run(["bash", str(repo / "scripts" / "commit_finished.sh"), "(test)"], capture_output=True,
-                         text=True, env=env)
+    _git_init(repo)
+    out = _commit_finished(repo, "(test)", TSLLM_WEIGHTS_FOR="control=llm,")
     assert out.returncode == 0 and "2 finished run(s)" in out.stdout, out.stderr
-    tracked = set(subprocess.run([*git, "ls-files"], capture_output=True, text=True, check=True).stdout.split())
+    tracked = _tracked(repo)
     assert "results/runs/sweep/control=llm,seed=0/checkpoint_best.pt" in tracked
     assert "results/runs/sweep/control=no_llm,encoder=mlp,seed=1/record.json" in tracked
     assert "results/runs/sweep/control=no_llm,encoder=mlp,seed=1/checkpoint_best.pt" not in tracked
@@ -308,32 +322,25 @@ def test_commit_finished_keeps_weights_only_for_the_runs_named(tmp_path: Path) -
 
 def test_commit_finished_partial_keeps_a_text_runs_llm_reads_until_it_finishes(tmp_path: Path) -> None:
     """A text reader's features.pt (its LLM reads) is resume state: committed with --partial, untracked once done."""
-    repo, git = _repo_with_commit_finished(tmp_path)
+    repo = _repo_with_commit_finished(tmp_path)
     run = repo / "results" / "runs" / "sweep" / "mode=text,reader=text_probe"
     run.mkdir(parents=True)
     (run / "record.json").write_text(json.dumps({"status": "running"}, indent=1))
     (run / "train.log").write_text("log\n")
     (run / "features.pt").write_bytes(b"x" * 100)  # killed while reading TRAIN: no checkpoint_last.pt yet
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    _git_init(git)
-    script = str(repo / "scripts" / "commit_finished.sh")
-    plain = subprocess.run(["bash", script, "(finished only)"], capture_output=True, text=True, env=env)
+    _git_init(repo)
+    plain = _commit_finished(repo, "(finished only)")
     assert plain.returncode == 0 and "committed" not in plain.stdout, plain.stdout
-    out = subprocess.run(["bash", script, "--partial", "(stop)"], capture_output=True, text=True, env=env)
+    out = _commit_finished(repo, "--partial", "(stop)")
     assert out.returncode == 0 and "committed: Evidence: resume state of 1 unfinished run(s)" in out.stdout, out.stderr
-
-    def tracked() -> set[str]:
-        return set(subprocess.run([*git, "ls-files"], capture_output=True, text=True, check=True).stdout.split())
-
-    assert f"{run.relative_to(repo)}/features.pt" in tracked()
+    assert f"{run.relative_to(repo)}/features.pt" in _tracked(repo)
     (run / "checkpoint_last.pt").write_bytes(b"y" * 100)
     (run / "features.pt").write_bytes(b"x" * 200)  # more reads made in a later session
-    again = subprocess.run(["bash", script, "--partial", "(stop 2)"], capture_output=True, text=True, env=env)
+    again = _commit_finished(repo, "--partial", "(stop 2)")
     assert "resume state of 1 unfinished run(s)" in again.stdout, again.stderr
-    assert {f"{run.relative_to(repo)}/{f}" for f in ("features.pt", "checkpoint_last.pt")} <= tracked()
+    assert {f"{run.relative_to(repo)}/{f}" for f in ("features.pt", "checkpoint_last.pt")} <= _tracked(repo)
     (run / "record.json").write_text(json.dumps({"status": "finished"}, indent=1))
-    done = subprocess.run(["bash", script, "(done)"], capture_output=True, text=True, env=env)
+    done = _commit_finished(repo, "(done)")
     assert "1 finished run(s)" in done.stdout, done.stderr
-    assert not {p for p in tracked() if p.endswith(".pt")}
+    assert not {p for p in _tracked(repo) if p.endswith(".pt")}
     assert (run / "features.pt").exists()  # untracked, not deleted
