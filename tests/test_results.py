@@ -376,7 +376,10 @@ def test_wilcoxon_matches_scipy(tmp_path: Path) -> None:
     assert row["p_wilcoxon"] == pytest.approx(stats.wilcoxon(hybrid, standalone).pvalue)
     assert row["delta"] == pytest.approx(np.mean(hybrid - standalone)) and row["note"] == ""
     assert row["median delta"] == pytest.approx(np.median(hybrid - standalone))
-    assert row["ci low"] <= row["median delta"] <= row["ci high"]
+    # The headline's CI is the bootstrap of these differences; with 7 of them it lies strictly inside their range.
+    diff = hybrid - standalone
+    assert (row["ci low"], row["ci high"]) == pytest.approx(R.bootstrap_median_ci(diff))
+    assert diff.min() < row["ci low"] <= row["median delta"] <= row["ci high"] < diff.max()
     p_value, note = R.paired_wilcoxon([0.5] * 6, [0.5] * 6)
     assert math.isnan(p_value) and "zero" in note
     p_value, note = R.paired_wilcoxon([0.9] * 5, [0.1] * 5)  # exact p would be 0.0625: never shown
@@ -389,6 +392,28 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_median() -> None:
     low, high = R.bootstrap_median_ci(diff)
     assert low <= np.median(diff) <= high and low >= min(diff) and high <= max(diff)
     assert all(math.isnan(v) for v in R.bootstrap_median_ci([0.1]))
+
+
+def test_bootstrap_ci_is_the_percentile_interval_of_resampled_medians() -> None:
+    """Known values from the bootstrap's exact distribution, not just 'inside the range' ((min, max) passes that)."""
+    # 11 distinct values: a resample's median is <= the k-th smallest iff 6 or more of its 11 draws are, so
+    # P(median <= x_(k)) = P(Binomial(11, k/11) >= 6): 0.007 for k=2, 0.051 for k=3. The 2.5th percentile of
+    # 10 000 resampled medians is therefore x_(3), far from either boundary, and symmetrically the 97.5th x_(9).
+    x = np.random.default_rng(1).permutation(np.linspace(-0.5, 0.5, 11))
+    assert [stats.binom.sf(5, 11, k / 11) for k in (2, 3)] == pytest.approx([0.0072, 0.0512], abs=1e-4)
+    ordered = np.sort(x)
+    assert R.bootstrap_median_ci(x) == pytest.approx((ordered[2], ordered[8]))
+    # Outliers move (min, max) but hardly the median: its CI stays among the bulk of the values.
+    bulk = list(np.linspace(-0.1, 0.1, 19))
+    low, high = R.bootstrap_median_ci([-5.0, *bulk, 5.0])
+    assert -0.1 <= low < 0 < high <= 0.1
+    # More differences, a narrower CI (the range of the values only grows).
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (10, 40, 160):
+        low, high = R.bootstrap_median_ci(rng.normal(0.02, 0.05, n))
+        widths.append(high - low)
+    assert widths[0] > widths[1] > widths[2] > 0
 
 
 def test_protocol_table_and_leak_flag(tmp_path: Path) -> None:
