@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tsllm.config import LLMConfig
+from tsllm.data import DatasetSplits, Split
 from tsllm.diagnose import main as diagnose_main
 from tsllm.diagnostics import (
     SPANS,
@@ -32,10 +34,11 @@ from tsllm.diagnostics import (
     reader_sequence,
     resolve_level,
     run_diagnostics,
+    runner,
     summary_scalars,
     top1_agreement,
 )
-from tsllm.diagnostics.llm_pass import eager_attention
+from tsllm.diagnostics.llm_pass import EXTRA, eager_attention
 from tsllm.diagnostics.runner import _states
 from tsllm.llm import freeze, load_llm
 from tsllm.readers import LLMReader
@@ -177,8 +180,15 @@ def test_probes_one_per_layer_and_separable_at_the_last(reader: LLMReader) -> No
     tr, te = _states(reader, train, 32), _states(reader, test, 32)
     accs = layer_probes(tr["read"], train_y, te["read"], test_y)
     assert len(accs) == reader.llm.config.num_hidden_layers + 1
-    assert all(0.0 <= a <= 1.0 for a in accs)
-    assert accs[-1] >= 0.95
+    # At the embeddings (layer 0) the read position holds its own token, the same for every series (causal:
+    # it has not yet seen the latents), so the probe can only name one class: half of this balanced TEST.
+    # From layer 1 on it has read them, and the class is one direction: every TEST series is right.
+    assert accs == pytest.approx([0.5] + [1.0] * reader.llm.config.num_hidden_layers)
+    # Scored on TEST, not TRAIN: with TEST's labels shuffled a perfect probe agrees with them only by chance.
+    shuffled = np.random.default_rng(0).permutation(test_y)
+    chance = float(np.mean(shuffled == test_y))
+    assert layer_probes(tr["read"], train_y, te["read"], shuffled)[1:] == pytest.approx([chance] * (len(accs) - 1))
+    assert 0.4 < chance < 0.6
 
 
 def test_the_probe_layer_is_chosen_on_validation_or_within_train_never_on_test() -> None:
@@ -196,7 +206,9 @@ def test_the_probe_layer_is_chosen_on_validation_or_within_train_never_on_test()
     train = layers(60, 1)
     train[2][:, 0] += 6 * y
     layer, scores, how = layer_chosen_without_test(train, y, layers(60, 2), y)
-    assert (layer, how) == (2, "validation") and all(0 <= s <= 1 for s in scores)
+    assert (layer, how) == (2, "validation")
+    # Scored on validation, not TRAIN: layer 1, which only TRAIN reads, is at chance (1/3) there.
+    assert scores[2] > 0.9 and max(scores[0], scores[1]) < 0.5
     # A class with one series sits out of the CV and the others still choose (DiatomSizeReduction's TRAIN)...
     lone = y.copy()
     lone[-1] = 3
@@ -204,6 +216,45 @@ def test_the_probe_layer_is_chosen_on_validation_or_within_train_never_on_test()
     assert layer == 1 and scores[1] > 0.8
     # ...but with one class left there is nothing to choose on.
     assert layer_chosen_without_test(layers(60, 1), np.r_[np.zeros(59, int), 1])[0] is None
+
+
+def test_the_runner_reports_the_layer_chosen_without_test_where_test_would_choose_another(
+        reader: LLMReader, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The class reads best at layer 2 on TEST and at layer 1 without TEST: the runner must report layer 1."""
+    rng = np.random.default_rng(0)
+    n_layers = 3
+
+    def split(n: int, strength: list[float]) -> tuple[torch.Tensor, np.ndarray]:
+        """Latents whose position i holds layer i's features; strength[i] sets how far apart the classes sit there."""
+        y = np.arange(n) % 2
+        lat = rng.normal(size=(n, n_layers, 8))
+        lat[:, :, 0] += np.outer(2 * y - 1, strength)
+        return torch.tensor(lat, dtype=torch.float32), y
+
+    def states(_reader: LLMReader, lat: torch.Tensor, _batch: int, attention: bool = False,
+               lens_k: int = 5) -> dict:
+        """Stands for the LLM pass: its layers are the features placed in the latents."""
+        layers = [lat[:, i].numpy() for i in range(n_layers)]
+        out = {"read": layers, "latent_mean": layers}
+        if attention:
+            out["attention"] = np.full((len(lat), n_layers, len(SPANS) + len(EXTRA)), 0.25)
+            out["lens_ids"] = np.zeros((n_layers, len(lat), lens_k), dtype=int)
+        return out
+
+    monkeypatch.setattr(runner, "_states", states)
+    train_lat, train_y = split(60, [0.0, 4.0, 1.0])  # clear at layer 1, faint at layer 2
+    val_lat, val_y = split(40, [0.0, 4.0, 0.0])
+    test_lat, test_y = split(60, [0.0, 0.0, 4.0])  # TEST reads the class at layer 2 only
+    model = SimpleNamespace(reader=reader)
+    for val in (val_lat, None):  # chosen on validation, then (no validation split) by CV within TRAIN
+        data = DatasetSplits(name="toy", train=Split(train_lat.numpy(), train_y), test=Split(test_lat.numpy(), test_y),
+                             val=None if val is None else Split(val.numpy(), val_y), classes=["a", "b"], meta={})
+        out, _ = runner.full(model, data, train_lat, test_lat, None, 64, val_lat=val)
+        for kind in ("read", "latent_mean"):
+            curve, chosen = out["probes"][kind], out["probes"][f"{kind}_chosen_without_test"]
+            assert int(np.argmax(curve)) == 2 and curve[2] > curve[1] + 0.3  # choosing on TEST would take layer 2
+            assert chosen["layer"] == 1 and chosen["test"] == curve[1]
+            assert chosen["by"] == ("validation" if val is not None else "5-fold CV within TRAIN")
 
 
 # ----------------------------------------------------------------------------- finished runs
