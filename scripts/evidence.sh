@@ -29,5 +29,5 @@ $PY -m tsllm.train -m encoder=mlp,cnn,inception,resnet,transformer data.name=OSU
 $PY -m tsllm.results results/runs/standalone results/runs/standalone_osuleaf results/runs/hybrid \
     results/runs/hybrid_arrowhead --out results --reference
 $PY -m tsllm.results results/runs/inception_grid --out results/grid
-$PY scripts/render_notebooks.py --tidy results/tidy.csv 01 03
-$PY scripts/render_notebooks.py --tidy results/grid/tidy.csv 02
+$PY scripts/render_notebooks.py --tidy results/tidy.csv --figures results/figures --evidence 01 03
+$PY scripts/render_notebooks.py --tidy results/grid/tidy.csv --figures results/figures --evidence 02

@@ -101,7 +101,7 @@ case "${1:-}" in
            "update the prose numbers and commit README.md before pushing" >&2 ;;
   report)
     $PY -m tsllm.results results/runs --sweep evidence16 --reference --cost --out results/evidence16 > /dev/null
-    $PY scripts/render_notebooks.py --tidy results/evidence16/tidy.csv --figures results/evidence16/figures 01 03
+    $PY scripts/render_notebooks.py --tidy results/evidence16/tidy.csv --figures results/evidence16/figures --evidence 01 03
     $PY -m tsllm.results.readme ;;
   wall)  # each tier's plan beside the real wall time of its finished runs, from the same tier definitions
     VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}" --records results/runs/evidence16)

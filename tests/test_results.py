@@ -777,6 +777,28 @@ def test_notebooks_execute_on_a_real_tiny_sweep(tmp_path: Path, python3_kernel: 
     assert len(list((tmp_path / "figures").glob("*.png"))) >= 3
 
 
+def test_rendering_writes_into_the_users_folder_with_the_executed_notebook_and_never_into_results(
+        tmp_path: Path, python3_kernel: str) -> None:
+    """A user's own table: figures and the executed notebook in ./tsllm-results/figures; results/ untouched."""
+    work = tmp_path / "work"
+    R.write_tidy(R.load_records(write_runs(tmp_path / "runs", notebook_records())), work / "tsllm-results")
+    evidence = {p: p.stat().st_mtime_ns for p in (REPO / "results").rglob("*") if p.suffix in {".png", ".ipynb"}}
+    script = [sys.executable, str(REPO / "scripts" / "render_notebooks.py")]
+    out = subprocess.run([*script, "01"], cwd=work, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = work / "tsllm-results" / "figures"  # beside the tidy table `python -m tsllm.results` wrote
+    assert {p.suffix for p in figures.iterdir()} == {".png", ".ipynb"}
+    assert all(p.name.startswith("01_") for p in figures.iterdir())
+    executed = nbformat.read(figures / NOTEBOOKS[0].name, as_version=4)
+    assert all(c.outputs for c in executed.cells if c.cell_type == "code" and c.source.strip())  # run, kept
+    assert {p: p.stat().st_mtime_ns for p in (REPO / "results").rglob("*") if p.suffix in {".png", ".ipynb"}} \
+        == evidence
+    # The committed evidence is written only when asked by name: refused before any notebook runs.
+    refused = subprocess.run([*script, "--figures", str(REPO / "results" / "figures"), "01"], cwd=work,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "pass --evidence" in refused.stderr
+
+
 def test_cost_keys_are_the_ones_a_run_records(tmp_path: Path) -> None:
     from tsllm.results.loading import COST_KEYS
     from tsllm.train import run
