@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,6 +159,22 @@ def test_default_sweep_name_comes_from_the_overrides(tmp_path: Path) -> None:
     assert sweep.name.startswith("data.name=ItalyPowerDemand_encoder=mlp_") and "seed=0,1" in sweep.name
     recs = records(sweep)
     assert len(recs) == 2 and {r["config"]["sweep_name"] for r in recs.values()} == {sweep.name}
+
+
+def test_run_folders_are_not_named_after_path_valued_overrides(tmp_path: Path) -> None:
+    """A path among a sweep's overrides would make Hydra's override_dirname a chain of nested folders."""
+    from tsllm.data.formats import sktime_data_dir
+
+    root = tmp_path / "my_data" / "ucr"
+    shutil.copytree(sktime_data_dir() / "ItalyPowerDemand", root / "ItalyPowerDemand")
+    sweep = tmp_path / "sweep"
+    multirun(sweep, "experiment=debug", f"data.root={root}", f"llm.cache_dir={tmp_path / 'cache'}", "seed=0,1")
+    cells = sorted(p.parent.relative_to(sweep) for p in sweep.rglob("record.json"))
+    assert len(cells) == 2 and all(len(c.parts) == 1 for c in cells), cells  # one folder per cell, none nested
+    assert not [c for c in cells if "data.root" in c.name or "cache_dir" in c.name or tmp_path.name in c.name]
+    recs = records(sweep)
+    assert all(r["status"] == "finished" and r["config"]["data"]["root"] == str(root) for r in recs.values())
+    assert {r["data"]["source"] for r in recs.values()} == {str(root)}  # the copy was read, not sktime's
 
 
 def test_sweep_names_leave_out_excluded_keys_and_stay_short() -> None:
