@@ -10,7 +10,7 @@
 #   bash scripts/evidence16.sh tier2 [OVERRIDES]                         # Tier 2, after Tier 1; two cores split
 #     it by datasets, e.g. tier2 'datasets.names=[Ham,Plane]' & tier2 'datasets.names=[Meat,CBF]' &
 #   ALIGN=prototypes bash scripts/evidence16.sh align | plan_align     # issue "alignment": its arm, 3 seeds
-#   bash scripts/evidence16.sh commit [--partial] "(msg)"  # commit_finished.sh, weights only for WEIGHTS_FOR
+#   bash scripts/evidence16.sh commit [--partial] "(msg)"  # commit_finished.sh: records, logs, diagnostics
 #   bash scripts/evidence16.sh wall     # each tier's plan beside its real wall time in the records (LOG.md;
 #                                         minutes: it plans every tier again)
 #   bash scripts/evidence16.sh report   # every table and figure, from the records only: results/evidence16/
@@ -36,10 +36,6 @@ text() {  # $1: text reader (text_probe | text_icl), $2: seed(s), then any furth
   $PY "${VERB[@]}" -m mode=text reader="$1" seed="$2" "${COMMON[@]}" "${@:3}"
 }
 OURS=mlp,cnn,inception,resnet,transformer
-# The runs whose selected weights are committed: the arms that read with an LLM (only the encoder and head
-# are saved: 1.4 MB) and the no-LLM Inception of seed 0, the twin `diagnose` compares with (CKA). The rest
-# stay on the machine; the attention control's weights are 6.7 MB a run (48 runs: 320 MB).
-WEIGHTS_FOR='/control=(llm|random_llm|truncated),|/control=no_llm,.*encoder=inception,.*seed=0,'
 # A queue runs for hours, and a run imports some modules only when it gets to them (diagnostics, after
 # training): an edit to src/ or conf/ under a queue, or a checkout, reached five finished CNN runs that way
 # and failed them. So the verbs that launch runs take the code of HEAD from a worktree of its own and run
@@ -94,7 +90,7 @@ case "${1:-}" in
   plan2) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); tier2 | tier_total "Tier 2" ;;
   align) frozen_code; align_tier ;;
   plan_align) VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}"); align_tier | tier_total "align=$ALIGN" ;;
-  commit) shift; TSLLM_WEIGHTS_FOR="$WEIGHTS_FOR" bash scripts/commit_finished.sh "$@"
+  commit) shift; bash scripts/commit_finished.sh "$@"
     # New records change README's generated tables; committing them alone fails CI's freshness test, so say it.
     $PY -m tsllm.results.readme --check > /dev/null ||
       echo "evidence16: README's generated tables no longer match the records: run 'bash scripts/evidence16.sh report'," \
@@ -106,7 +102,8 @@ case "${1:-}" in
   wall)  # each tier's plan beside the real wall time of its finished runs, from the same tier definitions
     VERB=(-m tsllm.plan --tflops "${TFLOPS:-0.063}" --records results/runs/evidence16)
     { tier1_A; tier1_B; } | tier_total "Tier 1"; tier2 | tier_total "Tier 2" ;;
-  diagnose)  # Tier 2: full diagnostics of Inception's hybrid, seed 0 (basic ones are in every hybrid record)
+  diagnose)  # Tier 2: full diagnostics of Inception's hybrid, seed 0 (basic ones are in every hybrid record);
+             # it reloads each run's checkpoint_best.pt, which is not committed: on another machine, retrain first
     frozen_code
     for d in results/runs/evidence16/control=llm,data.name=*,encoder=inception,*seed=0,*; do  # with its no-LLM twin (CKA)
       $PY -m tsllm.diagnose --level full "$d" "${d/control=llm,/control=no_llm,}"

@@ -277,40 +277,44 @@ def test_evidence_queues_run_the_committed_code_whatever_changes_under_them(tmp_
     assert f"running the code of commit {head[:12]}" in done.stderr
 
 
-def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path: Path) -> None:
-    """A submission over 256 MiB of diffs is refused whole: large weights must stay on the machine."""
+def test_commit_finished_keeps_oversized_resume_state_out_of_the_commit(tmp_path: Path) -> None:
+    """A submission over 256 MiB of diffs is refused whole: large resume checkpoints must stay on the machine."""
     repo = _repo_with_commit_finished(tmp_path)
-    runs = {"done": "finished", "flight": "running", "big[7,7]": "finished"}
+    runs = {"done": "finished", "flight": "running", "small": "running", "big[7,7]": "finished"}
     for name, status in runs.items():
         run = repo / "results" / "runs" / "sweep" / name
         run.mkdir(parents=True)
         (run / "record.json").write_text(json.dumps({"status": status}, indent=1))
         (run / "train.log").write_text("log\n")
         (run / "checkpoint_last.pt").write_bytes(b"x" * 3_000_000)
-    (repo / "results/runs/sweep/done/checkpoint_best.pt").write_bytes(b"x" * 100)
-    (repo / "results/runs/sweep/flight/checkpoint_best.pt").write_bytes(b"x" * 3_000_000)
-    (repo / "results/runs/sweep/big[7,7]/checkpoint_best.pt").write_bytes(b"x" * 3_000_000)
+        (run / "checkpoint_best.pt").write_bytes(b"x" * 100)
+    (repo / "results/runs/sweep/small/checkpoint_last.pt").write_bytes(b"x" * 100)
     _git_init(repo)
     out = _commit_finished(repo, "--partial", "(test)", TSLLM_MAX_CHECKPOINT_MB="2")
     assert out.returncode == 0, out.stderr
-    # The run in flight keeps its record and log, but is not called resumable: its checkpoint stayed out.
-    assert "2 finished run(s), progress of 1 unfinished run(s) whose resume checkpoint is over the cap" in out.stdout
+    # The big run in flight keeps its record and log, but is not called resumable: its checkpoint stayed out.
+    assert ("2 finished run(s), resume state of 1 unfinished run(s), progress of 1 unfinished run(s) whose resume "
+            "checkpoint is over the cap") in out.stdout
     tracked = _tracked(repo)
-    assert {"results/runs/sweep/done/record.json", "results/runs/sweep/done/checkpoint_best.pt",
-            "results/runs/sweep/flight/record.json"} <= tracked
-    assert not {p for p in tracked if p.startswith(("results/runs/sweep/flight/checkpoint", "results/runs/sweep/big"))
-                and p.endswith(".pt")}
-    assert "results/runs/sweep/big[7,7]/record.json" in tracked
+    assert {"results/runs/sweep/done/record.json", "results/runs/sweep/flight/record.json",
+            "results/runs/sweep/big[7,7]/record.json"} <= tracked
+    # A run in flight resumes from its last epoch and reloads the weights it selected so far at its end:
+    # both travel, or (over the cap) neither.
+    assert {p for p in tracked if p.endswith(".pt")} == {"results/runs/sweep/small/checkpoint_last.pt",
+                                                         "results/runs/sweep/small/checkpoint_best.pt"}
     said = sorted(line.split(" is over")[0].split("/", 3)[-1] for line in out.stderr.splitlines() if "is over" in line)
-    # Only checkpoints that would have been committed are named (a finished run's resume state never is).
-    assert said == ["big[7,7]/checkpoint_best.pt", "flight/checkpoint_best.pt", "flight/checkpoint_last.pt"]
+    # Only resume state that would have been committed is named (weights and a finished run's resume state never are).
+    assert said == ["flight/checkpoint_last.pt"]
     assert (repo / "results/runs/sweep/flight/checkpoint_last.pt").exists()  # still there to resume from
-    # Run again once one more run has finished: the oversized files left untracked are not counted as runs.
+    # Once the small run has finished (and one more), its resume state leaves the index, not the disk.
+    (repo / "results/runs/sweep/small/record.json").write_text(json.dumps({"status": "finished"}))
     new = repo / "results/runs/sweep/new"
     new.mkdir()
     (new / "record.json").write_text(json.dumps({"status": "finished"}))
     again = _commit_finished(repo, "(again)", TSLLM_MAX_CHECKPOINT_MB="2")
-    assert again.returncode == 0 and "committed: Evidence: 1 finished run(s)" in again.stdout, again.stderr
+    assert again.returncode == 0 and "committed: Evidence: 2 finished run(s)" in again.stdout, again.stderr
+    assert not {p for p in _tracked(repo) if p.endswith(".pt")}
+    assert all((repo / "results/runs/sweep/small" / f).exists() for f in ("checkpoint_last.pt", "checkpoint_best.pt"))
     # Work staged outside results/runs is never swept into an evidence commit.
     (repo / "notes.txt").write_text("draft\n")
     _git(repo, "add", "notes.txt")
@@ -318,23 +322,28 @@ def test_commit_finished_keeps_oversized_checkpoints_out_of_the_commit(tmp_path:
     assert refused.returncode == 2 and "changes outside results/runs are staged" in refused.stderr
 
 
-def test_commit_finished_keeps_weights_only_for_the_runs_named(tmp_path: Path) -> None:
-    """TSLLM_WEIGHTS_FOR: finished runs it does not name commit record and log, their weights stay here."""
+def test_commit_finished_commits_a_finished_runs_evidence_never_its_weights(tmp_path: Path) -> None:
+    """Weights are recomputed from a record (same seed, same numbers on CPU): records, logs, diagnostics travel."""
     repo = _repo_with_commit_finished(tmp_path)
-    for name in ("control=llm,seed=0", "control=no_llm,encoder=mlp,seed=1"):
+    evidence = ("record.json", "train.log", "diagnostics.json", "diagnostics_tsne.png")
+    for name in ("control=llm,seed=0", "old"):
         run = repo / "results" / "runs" / "sweep" / name
         run.mkdir(parents=True)
-        (run / "record.json").write_text(json.dumps({"status": "finished"}, indent=1))
-        (run / "train.log").write_text("log\n")
+        for f in evidence:
+            (run / f).write_text(json.dumps({"status": "finished"}) if f == "record.json" else f"{f}\n")
         (run / "checkpoint_best.pt").write_bytes(b"x" * 100)
     _git_init(repo)
-    out = _commit_finished(repo, "(test)", TSLLM_WEIGHTS_FOR="control=llm,")
-    assert out.returncode == 0 and "2 finished run(s)" in out.stdout, out.stderr
+    old = "results/runs/sweep/old"  # committed with its weights before this rule: they stay as committed
+    _git(repo, "add", "-f", f"{old}/record.json", f"{old}/checkpoint_best.pt")
+    _git(repo, "commit", "-qm", "an old evidence commit")
+    (repo / old / "checkpoint_best.pt").write_bytes(b"y" * 100)  # e.g. the run retrained here
+    out = _commit_finished(repo, "(test)")
+    assert out.returncode == 0 and "committed: Evidence: 2 finished run(s)" in out.stdout, out.stderr
     tracked = _tracked(repo)
-    assert "results/runs/sweep/control=llm,seed=0/checkpoint_best.pt" in tracked
-    assert "results/runs/sweep/control=no_llm,encoder=mlp,seed=1/record.json" in tracked
-    assert "results/runs/sweep/control=no_llm,encoder=mlp,seed=1/checkpoint_best.pt" not in tracked
-    assert (repo / "results/runs/sweep/control=no_llm,encoder=mlp,seed=1/checkpoint_best.pt").exists()
+    assert {f"results/runs/sweep/{name}/{f}" for name in ("control=llm,seed=0", "old") for f in evidence} <= tracked
+    assert "results/runs/sweep/control=llm,seed=0/checkpoint_best.pt" not in tracked
+    assert (repo / "results/runs/sweep/control=llm,seed=0/checkpoint_best.pt").exists()
+    assert _git(repo, "show", f"HEAD:{old}/checkpoint_best.pt") == "x" * 100  # the new weights were not staged
 
 
 def test_commit_finished_partial_keeps_a_text_runs_llm_reads_until_it_finishes(tmp_path: Path) -> None:
