@@ -8,6 +8,7 @@
 #   TSLLM_TORCH=cpu | cuda      that build, whatever the machine has
 #   TSLLM_TORCH=skip            torch left alone: one already installed is kept, else pip picks one
 #   TSLLM_TORCH_VERSION=X.Y.Z   another version than the one the committed records were made with
+#   TSLLM_TORCH_CPU_INDEX=URL   another index for the CPU-only build (a mirror of the one below)
 #   TSLLM_SETUP_DRY_RUN=1       print the choice and the pip command, change nothing
 # The CPU-only build comes from PyTorch's CPU index. Where that index cannot be reached (a machine whose
 # only network is a package registry) the same version is taken from pip's default index instead, and the
