@@ -105,6 +105,10 @@ def test_launcher_plugins_run_a_two_job_sweep(tmp_path: Path, launcher: str) -> 
     recs = records(sweep)
     assert len(recs) == 2 and all(r["status"] == "finished" for r in recs.values())
     assert {r["seed"] for r in recs.values()} == {0, 1}
+    if launcher == "joblib":  # two local jobs at once: each takes its share of the cores
+        from tsllm.loop import resolve_threads
+
+        assert {r["threads"] for r in recs.values()} == {resolve_threads(None, jobs=2)}
 
 
 def test_every_experiment_config_composes_and_the_debug_one_runs(tmp_path: Path) -> None:
@@ -112,11 +116,18 @@ def test_every_experiment_config_composes_and_the_debug_one_runs(tmp_path: Path)
 
     from conftest import make_cfg
 
+    from tsllm.experiment import load_experiment, queue_experiments
+    from tsllm.preflight import check_command_line
+
+    queued = set(queue_experiments())
     names = sorted(p.stem for p in Path(CONF_DIR, "experiment").glob("*.yaml"))
-    assert {"paper_grid", "debug", "shipped_evidence"} <= set(names)
-    for name in names:
+    assert {"paper_grid", "debug", "shipped_evidence"} <= set(names) - queued
+    for name in sorted(set(names) - queued):
         cfg = make_cfg(f"experiment={name}")
         assert cfg.sweep_name == name
+    for name in sorted(queued):  # every sweep a queue experiment lists is a command line train takes
+        for sweep in load_experiment(name).sweeps():
+            assert check_command_line(CONF_DIR, ["-m", *sweep]) is None, (name, sweep)
     rec = run(make_cfg("experiment=debug", "mode=hybrid"), run_dir=tmp_path / "debug")
     assert rec["status"] == "finished" and rec["llm"] == "tiny_random"
 
@@ -249,32 +260,37 @@ def _git_init(repo: Path) -> None:
     _git(repo, "commit", "-qm", "init")
 
 
-def test_evidence_queues_run_the_committed_code_whatever_changes_under_them(tmp_path: Path) -> None:
+def test_experiment_queues_run_the_committed_code_whatever_changes_under_them(
+        tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     """A queue runs HEAD's src/ from a worktree of its own: edits made after the launch never reach it."""
+    from tsllm.experiment import ExperimentError, QueueExperiment, run
+
     repo = tmp_path / "repo"
-    (repo / "scripts").mkdir(parents=True)
     (repo / "src" / "tsllm").mkdir(parents=True)
-    script = Path(__file__).resolve().parents[1] / "scripts" / "evidence16.sh"
-    (repo / "scripts" / "evidence16.sh").write_text(script.read_text())
     (repo / ".gitignore").write_text(".venv/\n")
     (repo / "src" / "tsllm" / "__init__.py").write_text('CODE = "committed"\n')
     _git(repo, "init", "-q")
     _git(repo, "add", ".")
     _git(repo, "commit", "-qm", "init")
     head = _git(repo, "rev-parse", "HEAD").strip()
+    experiment = QueueExperiment("x", ("logger=none",), {"a": (("seed=0",), ("seed=1",)), "b": (("seed=2",),)})
     (repo / "src" / "tsllm" / "__init__.py").write_text('CODE = "edited after the commit"\n')
-    fake = tmp_path / "python"  # stands for .venv/bin/python: says which tsllm each launch imports
-    fake.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import tsllm; print(tsllm.CODE, tsllm.__file__)'\n")
+    with pytest.raises(ExperimentError, match="uncommitted changes"):
+        run(experiment, root=repo, commit_every=0, poll=0.1)
+    _git(repo, "stash", "-q")
+    # Stands for the interpreter: edits the checkout's code as each sweep starts, then says which tsllm it
+    # imports and with how many threads.
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\necho 'CODE = \"edited under the queue\"' > {repo}/src/tsllm/__init__.py\n"
+                    f"exec {sys.executable} -c 'import os, tsllm; print(tsllm.CODE, tsllm.__file__, "
+                    "os.environ[\"OMP_NUM_THREADS\"])'\n")
     fake.chmod(0o755)
-    env = {**os.environ, **GIT_IDENTITY, "PY": str(fake), "PYTHONPATH": ""}
-    done = subprocess.run(["bash", str(repo / "scripts" / "evidence16.sh"), "tier2"], capture_output=True,
-                          text=True, env=env, cwd=tmp_path, timeout=120)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert len(lines) == 6  # four encoders under the LLM, the truncated LLM, text_icl
+    assert run(experiment, root=repo, python=str(fake), commit_every=0, poll=0.1) == 0
+    lines = capfd.readouterr().out.splitlines()
     frozen = repo / ".venv" / "queues" / head[:12] / "src" / "tsllm" / "__init__.py"
-    assert set(lines) == {f"committed {frozen}"}, lines
-    assert f"running the code of commit {head[:12]}" in done.stderr
+    from tsllm.loop import available_cores
+
+    assert sorted(lines) == [f"committed {frozen} {max(1, available_cores() // 2)}"] * 3  # 3 sweeps, 2 queues
 
 
 def test_commit_finished_keeps_oversized_resume_state_out_of_the_commit(tmp_path: Path) -> None:

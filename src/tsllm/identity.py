@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from tsllm.config import LLMConfig, plain
-from tsllm.records import LEGACY_ALIGN, config_hash
+from tsllm.records import config_hash
 
 #: Config groups that make an arm (what reads the latents); everything else is the setting it runs in.
 ARM_GROUPS = ("mode", "reader", "llm")
@@ -49,18 +49,6 @@ def without(config: Mapping[str, Any], *dotted: str) -> dict[str, Any]:
     return pruned
 
 
-def reader_options(config: Mapping[str, Any]) -> tuple[type, Any]:
-    """(the Reader class, its typed options) of a config's ``reader`` node."""
-    from tsllm.readers import reader_class
-
-    reader = dict(config["reader"])
-    cls = reader_class(reader)
-    names = {f.name for f in fields(cls.Options)}
-    if "align" not in names and reader.get("align") == LEGACY_ALIGN:
-        reader.pop("align")  # a record from before align became the LLM reader's own option
-    return cls, cls.Options.from_cfg(reader)
-
-
 def identify(config: Any) -> Identity:
     """The identity of a run of this resolved config (a DictConfig or a record's ``config``)."""
     config = plain(config)
@@ -70,7 +58,9 @@ def identify(config: Any) -> Identity:
         mode = (config.get("mode") or {}).get("name", "standalone")
         name = (config.get("reader") or {}).get("name", mode)
         return Identity(mode=mode, arm=name, cell=cell, context=context, uses_llm=mode != "standalone")
-    cls, options = reader_options(config)
+    from tsllm.readers import reader_options
+
+    cls, options = reader_options(config["reader"])
     mode = cls.arm_mode(options)
     notes = _off_default(LLMConfig, config.get("llm") or {}) if mode != "standalone" else []
     notes += _off_default(cls.Options, config["reader"])

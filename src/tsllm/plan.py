@@ -447,14 +447,16 @@ class Planned:
         return OmegaConf.create(self.config)
 
 
-def distinct_runs(overrides: list[str]) -> list[Planned]:
-    """The runs a sweep would train, twin cells dropped (configs resolve equal), with their dataset shapes."""
+def distinct_runs(overrides: list[str], seen: set[str] | None = None) -> tuple[list[Planned], int]:
+    """(the runs a sweep would train, twin cells dropped (configs resolve equal), with their dataset shapes;
+    its number of cells). Runs whose config hash is in ``seen`` (another sweep's) are dropped too."""
     fixed, cells = expand(overrides)
     by_rest: dict[tuple, list[str]] = {}
     for cell in cells:  # compose once per non-dataset combination; datasets only change shapes
         rest = tuple(o for o in cell if not o.startswith("data.name="))
         by_rest.setdefault(rest, []).extend(o.split("=", 1)[1].strip("'\"") for o in cell if o.startswith("data.name="))
-    runs, seen, shapes = [], set(), {}
+    runs, shapes = [], {}
+    seen = set() if seen is None else seen
     for i, (rest, names) in enumerate(by_rest.items()):
         log.info("[%d/%d] %s: %d datasets", i + 1, len(by_rest), " ".join(rest) or "(one cell)", len(names) or 1)
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -471,7 +473,7 @@ def distinct_runs(overrides: list[str]) -> list[Planned]:
                 shapes[data_key] = dataset_shape(cfg)
             shape, data = shapes[data_key]
             runs.append(Planned(config, " ".join(rest), shape, data))
-    return runs
+    return runs, len(cells)
 
 
 def _measure_key(config: dict[str, Any]) -> str:
@@ -535,9 +537,16 @@ def _timing_fields(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def plan(overrides: list[str], *, jobs: int = 1, timed: bool = True, repeats: int = 2) -> tuple[pd.DataFrame, set[str]]:
-    """One row per run the sweep would train (twin cells dropped): identity, counts, FLOPs, measured seconds."""
-    runs = distinct_runs(overrides)
+def plan(overrides: list[str] | list[list[str]], *, jobs: int = 1, timed: bool = True,
+         repeats: int = 2) -> tuple[pd.DataFrame, set[str]]:
+    """One row per run the sweep (or sweeps: a list of override lists) would train, twin cells dropped:
+    identity, counts, FLOPs, measured seconds."""
+    sweeps = overrides if overrides and isinstance(overrides[0], list) else [overrides]
+    runs, cells, seen = [], 0, set()
+    for sweep in sweeps:
+        more, n = distinct_runs(list(sweep), seen)
+        runs += more
+        cells += n
     backbones = Backbones()
     todo: dict[str, dict[str, Any]] = {}
     for r in runs:
@@ -574,7 +583,7 @@ def plan(overrides: list[str], *, jobs: int = 1, timed: bool = True, repeats: in
                      "seconds": timing.run_seconds(cfg, r.shape, trains) if timing is not None else math.nan,
                      "threads": timing.threads if timing is not None else None,
                      "hours_from": "measured" if timing is not None else "flops"})
-    notes = backbones.notes | {f"{len(expand(overrides)[1])} cells, {len(runs)} distinct runs"}
+    notes = backbones.notes | {f"{cells} cells, {len(runs)} distinct runs"}
     if timed and len(timings) < len({_measure_key(r.config) for r in runs}):
         notes.add("runs whose weights or data are not here are costed from their FLOPs at the rate below")
     return pd.DataFrame(rows), notes
@@ -600,7 +609,7 @@ class _ShapeOnly:
         return self.shape.num_classes
 
 
-def with_records(runs: pd.DataFrame, records: str | Path) -> pd.DataFrame:
+def with_records(runs: pd.DataFrame, records: str | Path | list[str]) -> pd.DataFrame:
     """The planned runs with what their finished records under `records` say they cost, matched by config hash.
 
     ``real_hours`` is the record's wall time over its sessions (NaN where the run has not finished);
@@ -642,17 +651,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="timed repetitions of each step (median)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (rows, summary, notes) only")
     parser.add_argument("--csv", default=None, help="also write one row per run to this CSV")
-    parser.add_argument("--records", default=None,
-                        help="a folder of run records (a sweep's): beside the plan, the wall time its finished runs took")
+    parser.add_argument("--records", nargs="?", const="", default=None,
+                        help="a folder of run records (a sweep's): beside the plan, the wall time its finished runs "
+                             "took; with --experiment and no folder, the experiment's own")
+    parser.add_argument("--experiment", default=None, help="a queue experiment (tsllm.experiment): plan its sweeps")
+    parser.add_argument("--queue", action="append", default=[], help="with --experiment: its queues to plan "
+                        "(repeatable; default: all); --jobs defaults to their number, as they run side by side")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(message)s")
+    records: list[str] = [args.records] if args.records else []
     try:
-        runs, notes = plan(overrides, jobs=args.jobs, timed=not args.no_measure, repeats=args.repeats)
-    except (PlanError, DataError) as e:
+        sweeps: list[list[str]] = [overrides]
+        if args.experiment is not None:
+            from tsllm.experiment import load_experiment
+
+            experiment = load_experiment(args.experiment)
+            sweeps = [[*sweep, *overrides] for sweep in experiment.sweeps(args.queue)]
+            args.jobs = args.jobs if "--jobs" in (argv or sys.argv) else len(experiment.select(args.queue))
+            records = records or experiment.values("hydra.sweep.dir")
+        runs, notes = plan(sweeps, jobs=args.jobs, timed=not args.no_measure, repeats=args.repeats)
+    except (PlanError, DataError, ValueError) as e:
         log.error("%s", e)
         return 2
+    finished = pd.Series(dtype=bool)
     if args.records is not None:
-        runs = with_records(runs, args.records)
+        if not records:
+            log.error("--records needs a folder (or --experiment)")
+            return 2
+        runs = with_records(runs, records)
     if args.tflops is not None:
         rate, what = args.tflops * 1e12, f"{args.tflops:g} TFLOP/s (given)"
     else:
@@ -672,12 +698,17 @@ def main(argv: list[str] | None = None) -> int:
     line = (f"total: {len(runs)} runs on {runs['dataset'].nunique()} datasets, {runs['flops'].sum():.3e} FLOPs, "
             f"{planned:.3g} hours ({measured} runs measured here with --jobs {args.jobs}, the rest from FLOPs "
             f"at {what})")
-    if args.records:
+    if args.records is not None:
         finished = runs["real_hours"].notna()
         line += (f"; records: {finished.sum()} of {len(runs)} finished, {runs['real_hours'].sum():.3g} real hours "
                  f"({(finished & runs['partial']).sum()} partial: resumed, earlier sessions not timed; "
                  "a lower bound)")
     print(line)
+    if args.records is not None and finished.any():
+        done = runs[finished]
+        hours = summarise(done, rate)["hours"].sum()
+        print(f"the {len(done)} finished runs: planned {hours:.3g} h, real {done['real_hours'].sum():.3g} h, "
+              f"plan / real = {hours / done['real_hours'].sum():.2f}")
     if args.csv:
         runs.to_csv(args.csv, index=False)
     return 0

@@ -135,6 +135,10 @@ def compose_checked(conf_dir: str, overrides: list[str]) -> tuple[DictConfig | N
         return None, _composition_problem(e, overrides, conf_dir)
     except Exception as e:  # noqa: BLE001 - a resolver's own error (a dataset set), already one line
         return None, str(e).splitlines()[0]
+    if "queues" in cfg:
+        name = cfg.hydra.runtime.choices.get("experiment")
+        return None, (f"experiment={name} lists queues of sweeps: run it with python -m tsllm.experiment run {name}, "
+                      f"one of its sweeps with the overrides it lists (python -m tsllm.experiment run {name} --dry-run)")
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # hydra's own node resolves only in a job
     return cfg, config_problem(job)
 

@@ -231,17 +231,55 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def git_revision() -> dict[str, Any]:
-    """The source tree's commit and whether it had uncommitted changes (None outside a checkout)."""
-    here = Path(__file__).resolve().parent
+CODE = ("src", "conf")  # what a run's numbers depend on in the checkout (records and results do not)
+
+
+def git_revision(where: str | Path | None = None) -> dict[str, Any]:
+    """The commit of the checkout holding ``where`` (default: this source) and whether its code (src/, conf/)
+    had uncommitted changes, with their diff. Records and results being written do not make the code dirty;
+    None outside a checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=Path(where or Path(__file__).resolve().parent), capture_output=True,
+                              text=True, timeout=30, check=True).stdout
+
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
-        return {"sha": sha, "dirty": dirty}
+        top = git("rev-parse", "--show-toplevel").strip()
+        code = [f"{top}/{d}" for d in CODE]
+        out: dict[str, Any] = {"sha": git("rev-parse", "HEAD").strip(),
+                               "dirty": git("status", "--porcelain", "--untracked-files=no", "--", *code) != ""}
+        if out["dirty"]:
+            out["diff"] = git("diff", "HEAD", "--", *code)  # what ran beside the commit, to re-create it
+        return out
     except (OSError, subprocess.SubprocessError):
         return {"sha": None, "dirty": None}
+
+
+def source_digest() -> dict[str, Any]:
+    """A hash of the tsllm source this process imported: each module's name and file bytes, by name."""
+    files = sorted((name, Path(module.__file__)) for name, module in list(sys.modules.items())
+                   if (name == "tsllm" or name.startswith("tsllm.")) and getattr(module, "__file__", None))
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return {"sha256": digest.hexdigest(), "modules": len(files)}
+
+
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")  # what sets the float kernels a CPU runs
+
+
+def cpu() -> dict[str, Any]:
+    """The CPU's model and the vector extensions that choose its float kernels (None where unknown).
+
+    Float sums on two CPUs with different kernels can differ in their last bits, and training carries such
+    differences on: a record names its CPU so that tsllm.reproduce can say why a re-run elsewhere differs.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"model": platform.processor() or None, "isa": None}
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags]}
 
 
 def environment() -> dict[str, Any]:
@@ -259,7 +297,9 @@ def environment() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "cpu": cpu(),
         "git": git_revision(),
+        "source": source_digest(),
     }
 
 

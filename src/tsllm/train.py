@@ -38,6 +38,7 @@ from tsllm.records import (
     mark_finished,
     read_record,
     run_dir_lock,
+    source_digest,
     write_record,
 )
 from tsllm.tracking import run_labels
@@ -155,6 +156,7 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, previous: dict[str
         record.reader_stats = stats()
     record.fit = result
     _diagnose(model, data, run_dir, record, cfg.get("diagnostics"))
+    record.env["source"] = source_digest()  # again: modules imported since the start (diagnostics) count too
     record.status = "finished"
     log.info("%s%s: val_acc=%s test_acc=%.4f (selected at epoch %d by %s; last epoch %.4f) in %.0f s -> %s",
              name, _overrides(), f"{result.val_acc:.4f}" if result.val_acc is not None else "n/a", result.test_acc,

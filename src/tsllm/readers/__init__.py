@@ -7,6 +7,7 @@ its options and the run's context. :data:`READERS` lists the readers whose confi
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from hydra.utils import get_class
@@ -18,6 +19,7 @@ from tsllm.readers.llm import LLMReader
 from tsllm.readers.mean import MeanReader
 from tsllm.readers.text import TextICLReader, TextProbeReader
 from tsllm.readers.transformer_layer import TransformerLayerReader
+from tsllm.records import LEGACY_ALIGN
 
 __all__ = [
     "READERS",
@@ -32,6 +34,7 @@ __all__ = [
     "TransformerLayerReader",
     "build_reader",
     "reader_class",
+    "reader_options",
 ]
 
 READERS: dict[str, type[Reader]] = {cls.Options.name: cls for cls in (
@@ -47,7 +50,16 @@ def reader_class(reader_cfg: Any) -> type[Reader]:
     return cls
 
 
+def reader_options(reader_cfg: Any) -> tuple[type[Reader], ReaderOptions]:
+    """(the Reader class a ``reader`` config names, its typed options)."""
+    reader = dict(plain(reader_cfg))
+    cls = reader_class(reader)
+    if "align" not in {f.name for f in fields(cls.Options)} and reader.get("align") == LEGACY_ALIGN:
+        reader.pop("align")  # a record from before alignment became the LLM reader's own option
+    return cls, cls.Options.from_cfg(reader)
+
+
 def build_reader(reader_cfg: Any, ctx: ReaderContext) -> Reader:
     """Build the reader a ``reader`` config names, from its typed options and the run's context."""
-    cls = reader_class(reader_cfg)
-    return cls.from_context(ctx, cls.Options.from_cfg(reader_cfg))
+    cls, options = reader_options(reader_cfg)
+    return cls.from_context(ctx, options)

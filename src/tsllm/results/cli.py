@@ -29,6 +29,7 @@ EPILOG = """examples:
   python -m tsllm.results results/runs --sweep controls --sweep align --diagnostics --arm llm
   python -m tsllm.results results/runs --sweep evidence16 --pair inception/llm none/text_probe  # latent vs text
   python -m tsllm.results results/runs --sweep evidence16 --ranks    # our arms beside published methods
+  python -m tsllm.results --experiment evidence16 --headline         # a queue experiment's folders and sweeps
   python -m tsllm.results.readme --check                             # are README's generated tables current?
   python -m tsllm.results results/runs --where llm.weights=random --where data.name=GunPoint
   python -m tsllm.results results/runs --out results --reference     # rewrites the committed evidence"""
@@ -39,7 +40,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tsllm.results", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Run records -> one tidy table -> paired tables, report and plots.")
-    p.add_argument("dirs", nargs="+", type=Path, help="folders searched recursively for record.json")
+    p.add_argument("dirs", nargs="*", type=Path, help="folders searched recursively for record.json")
+    p.add_argument("--experiment", default=None, metavar="NAME",
+                   help="a queue experiment (tsllm.experiment): the records in its sweep folders")
     p.add_argument("--out", type=Path, default=None,
                    help=f"output folder (default ./{DEFAULT_OUT}; committed results/ only when named here)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="val_selected")
@@ -77,6 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.arm and not (args.controls or args.diagnostics):
         p.error("--arm selects rows of one table: use it with --controls or --diagnostics")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.experiment is not None:
+        from tsllm.experiment import ExperimentError, load_experiment
+
+        try:
+            experiment = load_experiment(args.experiment)
+        except ExperimentError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        args.dirs = args.dirs or [Path(d) for d in experiment.values("hydra.sweep.dir")]
+    if not args.dirs:
+        p.error("give folders of records, or --experiment NAME")
     try:
         df = load_records(args.dirs, where=parse_where(args.where), sweeps=args.sweep)
     except ValueError as e:

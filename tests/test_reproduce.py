@@ -1,0 +1,85 @@
+"""Records that reproduce: the source hash a record keeps, and `python -m tsllm.reproduce`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tsllm.records import git_revision
+from tsllm.reproduce import main as reproduce_main
+from tsllm.train import run
+
+from conftest import make_cfg
+
+ROOT = Path(__file__).parents[1]
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("reproduce") / "run"
+    run(make_cfg("encoder=mlp", "train.epochs=3", "encoder.hidden=16"), run_dir=run_dir)
+    return run_dir
+
+
+def edited(run_dir: Path, tmp_path: Path, edit) -> Path:
+    copy = tmp_path / "edited"
+    copy.mkdir()
+    record = json.loads((run_dir / "record.json").read_text())
+    edit(record)
+    (copy / "record.json").write_text(json.dumps(record))
+    return copy
+
+
+def test_a_fresh_run_reproduces_exactly_and_its_record_keeps_the_source_it_imported(
+        fresh: Path, capsys: pytest.CaptureFixture) -> None:
+    record = json.loads((fresh / "record.json").read_text())
+    source = record["env"]["source"]
+    assert len(source["sha256"]) == 64 and source["modules"] > 20 and record["threads"] >= 1
+    assert reproduce_main([str(fresh)]) == 0
+    assert "reproduced exactly: test_acc" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("edit", "named"), [
+    (lambda r: r.update(test_acc=r["test_acc"] + 0.01), "test_acc: "),
+    (lambda r: r["history"][1].update(train_loss=r["history"][1]["train_loss"] * 1.001), "history[1].train_loss: "),
+    (lambda r: r["config"]["train"].update(lr=0.01), "config: it hashes to "),
+])
+def test_an_edited_record_fails_naming_what_differs(fresh: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                    edit, named: str) -> None:
+    assert reproduce_main([str(edited(fresh, tmp_path, edit))]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERS in 1 place(s)" in out and f"  {named}" in out
+
+
+def test_a_committed_standalone_evidence_record_reproduces() -> None:
+    committed = ROOT / "results/runs/evidence16/control=no_llm,data.name=OliveOil,encoder=mlp,experiment=controls," \
+                       "llm=smollm2_135m,seed=0,train.selection=min_train_loss"
+    assert reproduce_main([str(committed)]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run_dir", [
+    "control=llm,data.name=DiatomSizeReduction,encoder=mlp,experiment=controls,llm=smollm2_135m,seed=0,"
+    "train.selection=min_train_loss",
+    "data.name=Beef,llm=smollm2_135m,mode=text,reader=text_icl,seed=0,train.selection=min_train_loss",
+])
+def test_committed_hybrid_and_text_evidence_records_reproduce(run_dir: str) -> None:
+    assert reproduce_main([str(ROOT / "results/runs/evidence16" / run_dir)]) == 0
+
+
+def test_only_uncommitted_code_makes_a_record_dirty_and_its_diff_is_kept(tmp_path: Path) -> None:
+    for d in ("src", "conf", "results"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "f.txt").write_text("one\n")
+    subprocess.run([*GIT, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*GIT, "add", "."], cwd=tmp_path, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "x"], cwd=tmp_path, check=True)
+    (tmp_path / "results" / "f.txt").write_text("a record being written\n")
+    assert git_revision(tmp_path)["dirty"] is False and "diff" not in git_revision(tmp_path)
+    (tmp_path / "conf" / "f.txt").write_text("two\n")
+    rev = git_revision(tmp_path)
+    assert rev["dirty"] is True and "+two" in rev["diff"] and "record being written" not in rev["diff"]
