@@ -112,12 +112,11 @@ def test_launcher_plugins_run_a_two_job_sweep(tmp_path: Path, launcher: str) -> 
 
 
 def test_every_experiment_config_composes_and_the_debug_one_runs(tmp_path: Path) -> None:
+    from tsllm.experiment import load_experiment, queue_experiments
+    from tsllm.preflight import check_command_line
     from tsllm.train import CONF_DIR, run
 
     from conftest import make_cfg
-
-    from tsllm.experiment import load_experiment, queue_experiments
-    from tsllm.preflight import check_command_line
 
     queued = set(queue_experiments())
     names = sorted(p.stem for p in Path(CONF_DIR, "experiment").glob("*.yaml"))
