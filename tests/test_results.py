@@ -20,7 +20,7 @@ import pytest
 from scipy import stats
 
 from tsllm import results as R
-from tsllm.results import readme
+from tsllm.results import report as generated
 from tsllm.results.markdown import controls_markdown, diagnostics_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -632,47 +632,50 @@ def test_cli_writes_tidy_and_report(hand_dir: Path, tmp_path: Path) -> None:
     assert (out / "tidy.parquet").exists()
 
 
-@pytest.mark.parametrize(("title", "flag"), [("What we found here", "--headline"),
-                                             ("Controls for our Inception", "--controls"),
-                                             ("Alignment for our Inception", "--controls"),
-                                             ("Alignment for our Inception", "--diagnostics")])
-def test_readme_sections_show_generated_tables(title: str, flag: str) -> None:
-    lines = (REPO / "README.md").read_text().split("\n")
-    start = lines.index(next(line for line in lines if line.startswith(f"### {title}")))
+@pytest.mark.parametrize(("doc", "title", "flag"), [("README.md", "## What we found", "--headline"),
+                                                    ("results/REPORT.md", "## What we found here", "--headline"),
+                                                    ("results/REPORT.md", "## Controls for our Inception", "--controls"),
+                                                    ("results/REPORT.md", "## Alignment for our Inception", "--controls"),
+                                                    ("results/REPORT.md", "## Alignment for our Inception",
+                                                     "--diagnostics")])
+def test_report_sections_show_generated_tables(doc: str, title: str, flag: str) -> None:
+    lines = (REPO / doc).read_text().split("\n")
+    start = lines.index(next(line for line in lines if line.startswith(title)))
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")), len(lines))
-    assert any(start < g.line <= end and flag in g.argv for g in readme.generated_tables(lines)), (title, flag)
+    assert any(start < g.line <= end and flag in g.argv for g in generated.generated_tables(lines)), (title, flag)
 
 
-def test_readme_generated_tables_are_current() -> None:
+@pytest.mark.parametrize("doc", generated.DEFAULT_FILES)
+def test_generated_tables_of_readme_and_report_are_current(doc: str) -> None:
     """Every table below a one-table ``tsllm.results`` command is what it prints from the committed records."""
-    assert readme.refresh(REPO / "README.md", check=True) == []
+    assert generated.refresh(REPO / doc, check=True) == []
 
 
-def test_readme_refresh_rewrites_stale_tables_and_check_names_them(hand_dir: Path, tmp_path: Path) -> None:
+def test_report_refresh_rewrites_stale_tables_and_check_names_them(hand_dir: Path, tmp_path: Path) -> None:
     doc = tmp_path / "doc.md"
     command = f"python -m tsllm.results {hand_dir} --headline  # the table"
     usage = f"python -m tsllm.results {hand_dir} --out elsewhere"  # writes a report: not a generated table
     doc.write_text(f"# t\n\n```bash\n{usage}\n{command}\n```\n\n_protocol old_\n\n| old |\n|---|\n\ntail\n")
     before = doc.read_text()
-    assert readme.main([str(doc), "--check"]) == 1 and doc.read_text() == before  # check changes nothing
-    assert readme.refresh(doc, check=True) == [f"{doc}:5: the table below `{command.split('  #')[0]}` is not what "
+    assert generated.main([str(doc), "--check"]) == 1 and doc.read_text() == before  # check changes nothing
+    assert generated.refresh(doc, check=True) == [f"{doc}:5: the table below `{command.split('  #')[0]}` is not what "
                                                "it prints now"]
-    assert readme.main([str(doc)]) == 0
+    assert generated.main([str(doc)]) == 0
     text = doc.read_text()
     printed = subprocess.run([sys.executable, "-m", "tsllm.results", str(hand_dir), "--headline"],
                              capture_output=True, text=True, timeout=120, cwd=REPO).stdout
     assert [line for line in text.splitlines() if line.startswith(("|", "_protocol"))] == \
         [line for line in printed.splitlines() if line.startswith(("|", "_protocol"))]
     assert text.startswith("# t\n\n```bash\n") and text.endswith("\ntail\n") and not (tmp_path / "elsewhere").exists()
-    assert readme.refresh(doc, check=True) == [] and readme.main([str(doc), "--check"]) == 0
+    assert generated.refresh(doc, check=True) == [] and generated.main([str(doc), "--check"]) == 0
     # A one-table command with no table under it, or one that fails, is an error naming the line.
     doc.write_text(f"{command}\n\n### next\n\n| a |\n")
     with pytest.raises(ValueError, match=rf"{doc}:1: .* no `\|` table follows it"):
-        readme.refresh(doc)
+        generated.refresh(doc)
     doc.write_text(f"python -m tsllm.results {hand_dir} --controls --arm nope\n\n| a |\n")
     with pytest.raises(RuntimeError, match=rf"{doc}:1: .*failed \(exit 2\): error: --arm nope"):
-        readme.refresh(doc)
-    assert readme.main([str(doc)]) == 2
+        generated.refresh(doc)
+    assert generated.main([str(doc)]) == 2
 
 
 # ------------------------------------------------------------------------------------------- notebooks

@@ -30,7 +30,7 @@ EPILOG = """examples:
   python -m tsllm.results results/runs --sweep evidence16 --pair inception/llm none/text_probe  # latent vs text
   python -m tsllm.results results/runs --sweep evidence16 --ranks    # our arms beside published methods
   python -m tsllm.results --experiment evidence16 --headline         # a queue experiment's folders and sweeps
-  python -m tsllm.results.readme --check                             # are README's generated tables current?
+  python -m tsllm.results.report --check                             # are README and REPORT tables current?
   python -m tsllm.results results/runs --where llm.weights=random --where data.name=GunPoint
   python -m tsllm.results results/runs --out results --reference     # rewrites the committed evidence"""
 

@@ -1,10 +1,12 @@
-"""``python -m tsllm.results.readme [--check] [FILE]``: keep the Markdown tables a file prints from records current.
+"""``python -m tsllm.results.report [--check] [FILE ...]``: keep the tables of README.md and results/REPORT.md
+what the committed records print.
 
 A generated table is a line that starts with ``python -m tsllm.results`` and prints one table (``--headline``,
 ``--controls``, ``--diagnostics``, ``--pair`` or ``--ranks``), then, below it and before the next such line or heading, the
 ``_protocol ..._`` note and the ``|`` table that command prints. Refreshing re-runs each command from the
-file's folder and rewrites its note and table; ``--check`` rewrites nothing and fails naming each stale
-table, so a README cannot keep numbers its records no longer give.
+repository's root (the folder above the file that holds pyproject.toml) and rewrites its note and table;
+``--check`` rewrites nothing and fails naming each stale table, so neither file keeps numbers its records no
+longer give. The test suite runs the check.
 """
 
 from __future__ import annotations
@@ -63,8 +65,17 @@ def generated_tables(lines: Sequence[str], where: str = "README.md") -> list[Gen
     return found
 
 
+DEFAULT_FILES = ("README.md", "results/REPORT.md")
+
+
+def root_of(path: Path) -> Path:
+    """The repository root above ``path`` (the folder holding pyproject.toml), else the file's own folder."""
+    here = path.resolve().parent
+    return next((p for p in (here, *here.parents) if (p / "pyproject.toml").is_file()), here)
+
+
 def render(argv: Sequence[str], cwd: Path, where: str) -> tuple[str | None, list[str]]:
-    """Run one command from `cwd` (the file's folder): its ``_protocol`` note, if printed, and its table."""
+    """Run one command from `cwd` (the repository root): its ``_protocol`` note, if printed, and its table."""
     proc = subprocess.run([sys.executable, "-m", "tsllm.results", *argv], capture_output=True, text=True,
                           cwd=cwd, timeout=600)
     if proc.returncode != 0:
@@ -81,7 +92,7 @@ def refresh(path: Path, check: bool = False) -> list[str]:
     lines = path.read_text().split("\n")
     stale, new = [], list(lines)
     for g in reversed(generated_tables(lines, str(path))):  # from the end, so earlier indices hold
-        note, table = render(g.argv, path.resolve().parent, f"{path}:{g.line}")
+        note, table = render(g.argv, root_of(path), f"{path}:{g.line}")
         old_note = lines[g.note] if g.note is not None else None
         if table != lines[g.table.start:g.table.stop] or (note is not None and old_note not in (None, note)):
             stale.append(f"{path}:{g.line}: the table below `{g.command}` is not what it prints now")
@@ -94,21 +105,24 @@ def refresh(path: Path, check: bool = False) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: refresh (default) or check every generated table of a Markdown file."""
-    p = argparse.ArgumentParser(prog="python -m tsllm.results.readme", description=__doc__.split("\n\n")[0])
-    p.add_argument("file", nargs="?", type=Path, default=Path("README.md"))
+    """CLI: refresh (default) or check every generated table of the Markdown files (README and the report)."""
+    p = argparse.ArgumentParser(prog="python -m tsllm.results.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("files", nargs="*", type=Path, default=[Path(f) for f in DEFAULT_FILES])
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 naming each stale table")
     args = p.parse_args(argv)
-    try:
-        stale = refresh(args.file, check=args.check)
-    except (OSError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for line in stale:
-        print(line, file=sys.stderr)
-    verb = "stale" if args.check else "refreshed"
-    print(f"{args.file}: {len(stale)} table(s) {verb}" if stale else f"{args.file}: every generated table is current")
-    return 1 if stale and args.check else 0
+    any_stale = False
+    for path in args.files:
+        try:
+            stale = refresh(path, check=args.check)
+        except (OSError, ValueError, RuntimeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for line in stale:
+            print(line, file=sys.stderr)
+        verb = "stale" if args.check else "refreshed"
+        print(f"{path}: {len(stale)} table(s) {verb}" if stale else f"{path}: every generated table is current")
+        any_stale |= bool(stale)
+    return 1 if any_stale and args.check else 0
 
 
 if __name__ == "__main__":
