@@ -312,7 +312,7 @@ def test_reader_values_of_the_wrong_type_fail_before_any_folder(overrides: list[
     (["mode=hybrid", "+reader.llm=x"], "reader.llm: unknown key; reader llm takes template, prompt, prompt_length, "
                                         "suffix, pooling, prefix_cache, shuffle_latents, lora, align"),
     (["mode=text", "+reader.features=1"],
-     "reader.features: unknown key; reader text_probe takes template, decimals, token_budget, batch_size"),
+     "reader.features: unknown key; reader text_probe takes decimals, token_budget, batch_size, template"),
 ])
 def test_reader_keys_the_run_supplies_or_no_class_takes_are_refused(overrides: list[str], message: str) -> None:
     assert check(*overrides) == message
