@@ -27,7 +27,7 @@ from tsllm.config import ConfigError, TrainConfig, plain, register_schemas
 from tsllm.data import DataError, register_resolvers
 from tsllm.identity import Identity, identify
 from tsllm.llm import BackboneError, resolve_dtype
-from tsllm.loop import fit, mixed_precision, resolve_threads
+from tsllm.loop import available_cores, fit, mixed_precision, resolve_threads
 from tsllm.model import parameter_counts
 from tsllm.records import (
     RunDirConflict,
@@ -122,8 +122,6 @@ def _sweep_jobs() -> int:
     n_jobs = HydraConfig.get().launcher.get("n_jobs")
     if not isinstance(n_jobs, int):
         return 1
-    from tsllm.loop import available_cores
-
     return available_cores() if n_jobs <= 0 else n_jobs  # joblib: -1 is every core
 
 
