@@ -7,6 +7,13 @@ each epoch's shuffling and dropout are seeded from (seed, epoch) rather than fro
 
 `fit` reads top to bottom as its steps: resume, then per epoch train / evaluate / select / checkpoint,
 then the final evaluation of the selected weights.
+
+Several processes (``torchrun --nproc_per_node N -m tsllm.train ...``: gloo on CPUs, NCCL on GPUs) train one
+run together. ``train.batch_size`` stays the batch of one optimiser step, split evenly among the processes
+(Accelerate's ``split_batches``), so a run means the same whatever the number of processes; DDP averages the
+gradients, so every process holds the same weights after each step. Evaluation gathers every series exactly
+once. Every process computes the same history, so all take the same selection and stopping decisions; only
+the main process writes checkpoints, and the others wait for them before reading.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from torch import nn
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, TensorDataset
@@ -64,6 +71,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def process_state() -> PartialState:
+    """This process's place among the processes of its launch: one, or several under torchrun (gloo on a CPU,
+    NCCL on GPUs). The first call joins the process group; the loop's Accelerator shares the same state."""
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def mixed_precision(precision: str) -> str:
@@ -134,6 +147,9 @@ class Evaluator:
                 loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
                 correct += (logits.argmax(-1) == y).sum().item()
                 n += y.numel()
+        if n != len(split.y):  # what gather_for_metrics promises; a record must never count a series twice
+            raise RuntimeError(f"evaluation gathered {n} series from {self.accelerator.num_processes} processes "
+                               f"for a split of {len(split.y)}")
         return correct / n, loss_sum / n
 
 
@@ -168,12 +184,17 @@ class _Fit:
                  on_epoch: Callable[[dict[str, float]], None] | None) -> None:
         self.data, self.cfg, self.seed, self.run_dir, self.on_epoch = data, cfg, seed, run_dir, on_epoch
         run_dir.mkdir(parents=True, exist_ok=True)
+        # split_batches: train.batch_size is one optimiser step's batch, shared among the processes.
         self.accelerator = Accelerator(mixed_precision=mixed_precision(cfg.precision),
-                                       cpu=not torch.cuda.is_available())
+                                       cpu=not torch.cuda.is_available(),
+                                       dataloader_config=DataLoaderConfiguration(split_batches=True))
         seed_everything(seed)
         params = [p for p in model.parameters() if p.requires_grad]
         self.generator = torch.Generator()
         train_loader = _loader(data.train, cfg.batch_size, shuffle=True, generator=self.generator)
+        # The whole of TRAIN, unsharded, for the BatchNorm refresh; the same batches as the prepared loader when
+        # there is one process (they share the sampler and its generator).
+        self.whole_train = train_loader
         # A model with nothing to train (in-context classification) gets no optimizer: it is evaluated once.
         self.optimizer = make_optimizer(params, cfg) if params else None
         if self.optimizer is not None:
@@ -244,16 +265,43 @@ class _Fit:
                 self.warm_up(x)
                 with FlopCounterMode(display=False) as counter:  # forward + backward, counted once per run
                     logits, loss = self.step(x, y, epoch)
-                self.state.flops_per_step = int(counter.get_total_flops())
+                self.state.flops_per_step = self.summed(int(counter.get_total_flops()))
             else:
                 logits, loss = self.step(x, y, epoch)
-            loss_sum += loss.item() * y.numel()
-            correct += (logits.argmax(-1) == y).sum().item()
-            n += y.numel()
-        # A UCR training set is one or two batches, so running averages (momentum 0.1) would lag epochs
-        # behind the weights. Only the encoder runs: the frozen LLM has no BatchNorm.
-        update_bn(self.train_loader, self.base.encoder)
+            step_loss, step_correct, step_n = self.tally(logits, y, loss)
+            loss_sum, correct, n = loss_sum + step_loss, correct + step_correct, n + step_n
+        self.refresh_batchnorm()
         return {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n}
+
+    def tally(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> tuple[float, int, int]:
+        """A step's loss sum, correct count and series count over the whole batch, each series once.
+
+        With several processes the per-series figures are gathered, leaving out the series Accelerate repeats
+        to even out a last short batch, so every process holds the same history and takes the same selection
+        and stopping decisions.
+        """
+        if self.accelerator.num_processes == 1:  # the arithmetic single-process runs were recorded with
+            return loss.item() * y.numel(), (logits.argmax(-1) == y).sum().item(), y.numel()
+        losses = nn.functional.cross_entropy(logits.detach().float(), y, reduction="none")
+        losses, hits = self.accelerator.gather_for_metrics((losses, logits.argmax(-1) == y))
+        return losses.sum().item(), hits.sum().item(), losses.numel()
+
+    def summed(self, count: int) -> int:
+        """A count summed over the processes (each counted its share of the batch)."""
+        return int(self.accelerator.reduce(torch.tensor(count, device=self.accelerator.device), "sum").item())
+
+    def refresh_batchnorm(self) -> None:
+        """Exact BatchNorm statistics for the new weights, over the whole of TRAIN, identical on every process.
+
+        A UCR training set is one or two batches, so running averages (momentum 0.1) would lag epochs behind
+        the weights. Every process runs the whole, unsharded TRAIN in the same order (a loader shuffled by the
+        generator every process seeds alike), so all hold the same statistics; while training, each process
+        normalises by its own share of the batch, as DDP does without SyncBatchNorm (which needs GPUs). Under
+        the autocast evaluation runs in, so the statistics are of the activations they normalise. Only the
+        encoder runs: the frozen LLM has no BatchNorm.
+        """
+        with self.accelerator.autocast():
+            update_bn(self.whole_train, self.base.encoder, device=self.accelerator.device)
 
     def warm_up(self, x: torch.Tensor) -> None:
         """One eval-mode forward of a single series, so that what is built once on first use (the LLM
@@ -294,7 +342,8 @@ class _Fit:
             key = [float(row["epoch"])]
         if self.state.best_key is None or key > self.state.best_key:
             self.state.best_key, self.state.best_epoch, self.state.bad_epochs = key, int(row["epoch"]), 0
-            save_atomic(self.base.trainable_state(), self.best_path)
+            if self.accelerator.is_main_process:
+                save_atomic(self.base.trainable_state(), self.best_path)
         else:
             self.state.bad_epochs += 1
 
@@ -307,9 +356,12 @@ class _Fit:
         return None
 
     def checkpoint(self) -> None:
+        """The main process writes the last checkpoint; the others wait, so the files are whole when read."""
         self.state.session_seconds[-1] = time.perf_counter() - self.start
-        save_atomic({"model": self.base.trainable_state(), "optimizer": self.optimizer.state_dict(),
-                     "state": asdict(self.state)}, self.last_path)
+        if self.accelerator.is_main_process:
+            save_atomic({"model": self.base.trainable_state(), "optimizer": self.optimizer.state_dict(),
+                         "state": asdict(self.state)}, self.last_path)
+        self.accelerator.wait_for_everyone()
 
     def report(self, row: dict[str, float]) -> None:
         """One INFO line per epoch (train.log and the console under nohup or SLURM), then the tracker."""

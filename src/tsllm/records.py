@@ -105,6 +105,7 @@ class RunRecord:
     protocol: str | None = None
     selection_rule: str | None = None
     threads: int | None = None            # CPU threads the run used (train.threads, resolved)
+    processes: int | None = None          # processes that trained it together (torchrun --nproc_per_node x nodes)
     precision: str | None = None          # the trainable part's autocast, resolved (train.precision)
     llm_dtype: str | None = None          # the frozen LLM's weights, resolved (llm.dtype), when one is loaded
     data: dict[str, Any] = field(default_factory=dict)

@@ -4,6 +4,14 @@
 A run directory that already holds a finished record of the same config is skipped; one that holds
 a checkpoint of the same config resumes from it; one that holds another config, or that another live
 process is training, is refused.
+
+Several processes train one run together when launched so (the same command on CPU processes and GPUs)::
+
+    torchrun --standalone --nproc_per_node 2 -m tsllm.train hydra.run.dir=outputs/runs/NAME [overrides]
+
+Every process builds the run and trains its share of each batch (tsllm.loop); only the main process holds
+the run directory's lock and writes in it (record, checkpoints, log) and to the tracker. ``hydra.run.dir``
+must be given: Hydra's default names the folder by the second each process started in.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import logging
 import math
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +36,7 @@ from tsllm.config import ConfigError, TrainConfig, plain, register_schemas
 from tsllm.data import DataError, register_resolvers
 from tsllm.identity import Identity, identify
 from tsllm.llm import BackboneError, resolve_dtype
-from tsllm.loop import available_cores, fit, mixed_precision, resolve_threads
+from tsllm.loop import available_cores, fit, mixed_precision, process_state, resolve_threads
 from tsllm.model import parameter_counts
 from tsllm.records import (
     RunDirConflict,
@@ -41,7 +50,7 @@ from tsllm.records import (
     source_digest,
     write_record,
 )
-from tsllm.tracking import run_labels
+from tsllm.tracking import NullTracker, run_labels
 
 log = logging.getLogger("tsllm.train")
 # conf/ inside the package: a link to the top-level conf/ in a checkout, a copy in an installed wheel.
@@ -70,11 +79,35 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, sweep_dir: str | Pat
     skipped (grid axes that a family does not have resolve to the same config).
     """
     run_dir = Path(run_dir) if run_dir is not None else _hydra_run_dir()
-    with run_dir_lock(run_dir):  # the checks below read the dir's state: hold it first, so they stay true
-        return _run_locked(cfg, run_dir, sweep_dir)
+    processes = process_state()
+    if processes.num_processes > 1:
+        _same_run_dir_everywhere(run_dir)
+    main = processes.is_main_process
+    if not main:
+        _quiet_helper(run_dir)
+    # The checks below read the dir's state: the main process holds it first, so they stay true. The other
+    # processes of the launch are its helpers: they take no lock, which the main process holds for them.
+    with run_dir_lock(run_dir) if main else nullcontext():
+        return _run_locked(cfg, run_dir, sweep_dir, main)
 
 
-def _run_locked(cfg: DictConfig, run_dir: Path, sweep_dir: str | Path | None) -> dict[str, Any]:
+def _same_run_dir_everywhere(run_dir: Path) -> None:
+    """Refuse a launch whose processes would write to different folders (Hydra's default names the second)."""
+    from accelerate.utils import gather_object
+
+    dirs = sorted({str(d) for d in gather_object([str(run_dir.resolve())])})
+    if len(dirs) > 1:
+        raise ConfigError(f"the processes of this launch got different run folders ({', '.join(dirs)}): "
+                          "give the launch one with hydra.run.dir=...")
+
+
+def _quiet_helper(run_dir: Path) -> None:
+    """A helper process logs warnings and errors only, to the console: the main process writes the log."""
+    _detach_run_log(run_dir)
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path, sweep_dir: str | Path | None, main: bool = True) -> dict[str, Any]:
     config = plain(cfg)
     key = config_hash(config)
     if sweep_dir is not None and (twin := find_finished(sweep_dir, key, exclude=run_dir)) is not None:
@@ -88,24 +121,28 @@ def _run_locked(cfg: DictConfig, run_dir: Path, sweep_dir: str | Path | None) ->
         _detach_run_log(run_dir)  # a finished run's files stay as committed: no "skipping" line in its log
         log.info("Already finished, skipping: %s (test_acc=%.4f)", run_dir, previous["test_acc"])
         return previous
+    # Every process has read the folder before the main process writes in it, so all decided alike.
+    process_state().wait_for_everyone()
 
     started = time.time()
     identity = identify(config)
     record = RunRecord(status="running", config_hash=key, run_dir=str(run_dir), seed=cfg.seed, config=config,
                        mode=identity.mode, arm=identity.arm, cell=identity.cell, context=identity.context)
-    tracker = instantiate(cfg.logger)
+    tracker = instantiate(cfg.logger) if main else NullTracker()
     try:
-        _train(cfg, run_dir, record, previous, tracker, identity)
+        _train(cfg, run_dir, record, previous, tracker, identity, main)
     except BaseException as e:
         record.status, record.error = "failed", f"{type(e).__name__}: {e}"
         record.wall_seconds = time.time() - started
-        write_record(run_dir, record)
+        if main:
+            write_record(run_dir, record)
         tracker.finish({"status": "failed"}, status="failed")
         raise
     record.wall_seconds = time.time() - started
-    write_record(run_dir, record)
-    if sweep_dir is not None:
-        mark_finished(sweep_dir, key, run_dir)
+    if main:
+        write_record(run_dir, record)
+        if sweep_dir is not None:
+            mark_finished(sweep_dir, key, run_dir)
     done = record.to_dict()
     tracker.finish({k: done[k] for k in SUMMARY_KEYS if done.get(k) is not None})
     return done
@@ -126,8 +163,11 @@ def _sweep_jobs() -> int:
 
 
 def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, previous: dict[str, Any] | None,
-           tracker: Any, identity: Identity) -> None:
-    """Load data, build the model, fit; fills `record` in place so a failure keeps what was known."""
+           tracker: Any, identity: Identity, main: bool = True) -> None:
+    """Load data, build the model, fit; fills `record` in place so a failure keeps what was known.
+
+    Only the ``main`` process of a multi-process launch writes the record and runs the diagnostics.
+    """
     train_cfg = TrainConfig.from_cfg(cfg.train)  # bad option values fail here, before data or model
     record.threads = resolve_threads(train_cfg.threads, jobs=_sweep_jobs())
     torch.set_num_threads(record.threads)
@@ -143,7 +183,9 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, previous: dict[str
     record.precision = {"no": "fp32"}.get(mode := mixed_precision(train_cfg.precision), mode)
     record.llm_dtype = str(resolve_dtype(cfg.llm.dtype)).removeprefix("torch.") if identity.uses_llm else None
     record.data, record.env, record.params = data.meta, environment(), parameter_counts(model)
-    write_record(run_dir, record)
+    record.processes = process_state().num_processes
+    if main:
+        write_record(run_dir, record)
 
     name, tags = run_labels(cfg, data.name, record.arm, record.mode, record.cell)
     tracker.start(name=name, run_id=f"{record.config_hash}-{cfg.seed}", config=record.config, run_dir=run_dir,
@@ -153,7 +195,8 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, previous: dict[str
     if callable(stats := getattr(model.reader, "stats", None)):
         record.reader_stats = stats()
     record.fit = result
-    _diagnose(model, data, run_dir, record, cfg.get("diagnostics"))
+    if main:  # diagnostics write into the run folder, and run after selection on the main process's weights
+        _diagnose(model, data, run_dir, record, cfg.get("diagnostics"))
     record.env["source"] = source_digest()  # again: modules imported since the start (diagnostics) count too
     record.status = "finished"
     log.info("%s%s: val_acc=%s test_acc=%.4f (selected at epoch %d by %s; last epoch %.4f) in %.0f s -> %s",
