@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from importlib import resources
 from pathlib import Path
@@ -46,8 +47,9 @@ def reader_of(llm, tokenizer, **kwargs) -> LLMReader:
     return LLMReader(llm, tokenizer, num_tokens=8, template=PROMPT, **kwargs)
 
 
-def assert_cache_matches_uncached(llm, tokenizer, latent_dim: int, tol: float = 1e-4) -> None:
-    """Outputs and encoder-side gradients of the cached path equal the full-sequence path."""
+def assert_cache_matches_uncached(llm, tokenizer, latent_dim: int, tol: float = 1e-4, grad_tol: float | None = None,
+                                  grad_poolings: tuple[str, ...] = ("last", "mean")) -> None:
+    """Outputs and encoder-side gradients of the cached path equal the full-sequence path (relative error)."""
     cached = reader_of(llm, tokenizer, prefix_cache=True)
     full = reader_of(llm, tokenizer, prefix_cache=False)
     dtype = llm.get_input_embeddings().weight.dtype
@@ -60,7 +62,9 @@ def assert_cache_matches_uncached(llm, tokenizer, latent_dim: int, tol: float = 
         (grad_f,) = torch.autograd.grad(out_f.pow(2).sum(), z)
         assert out_c.shape == (3, latent_dim)
         assert relerr(out_c, out_f) < tol, (pooling, relerr(out_c, out_f))
-        assert relerr(grad_c, grad_f) < tol, (pooling, relerr(grad_c, grad_f))
+        if pooling in grad_poolings:
+            error = relerr(grad_c.float(), grad_f.float())
+            assert error < (tol if grad_tol is None else grad_tol), (pooling, error)
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +86,25 @@ def test_tiny_random_hybrid_run_through_hydra(run_dir: Path) -> None:
 def test_prefix_cache_equals_full_sequence(tiny) -> None:
     llm, tok = tiny
     assert_cache_matches_uncached(llm, tok, hidden_size(llm.config))
+
+
+def test_prefix_cache_equals_full_sequence_in_bf16(tiny) -> None:
+    """In bf16 the paths differ only by bf16's rounding: outputs within 1e-2 (measured 2e-3). At the read
+    position the random tiny LLM's gradient is ~1000x smaller than the mean's (near-uniform attention: its
+    terms cancel), so bf16 keeps no significant digit of it on either path (both ~80% from fp64); gradients are
+    compared for mean pooling, within 1e-2 (measured 2e-4)."""
+    llm, tok = tiny
+    llm16 = copy.deepcopy(llm).to(torch.bfloat16)
+    assert_cache_matches_uncached(llm16, tok, hidden_size(llm.config), tol=1e-2, grad_poolings=("mean",))
+
+
+def test_prefix_cache_made_under_autocast_is_not_reused_without_it(tiny) -> None:
+    llm, tok = tiny
+    cached, full = reader_of(llm, tok, prefix_cache=True), reader_of(llm, tok, prefix_cache=False)
+    z = torch.randn(2, 8, hidden_size(llm.config), generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cached(z)
+    assert relerr(cached(z), full(z)) < 1e-5  # 1e-3 when the keys made under bf16 autocast were reused
 
 
 @pytest.mark.parametrize("config", [
@@ -212,6 +235,13 @@ def test_smollm2_cache_equivalence_and_a_training_step(smol) -> None:
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.encoder.parameters())
     opt.step()
+
+
+def test_smollm2_cache_equivalence_in_bf16(smol) -> None:
+    """SmolLM2 stored in bf16 (llm.dtype=bfloat16): outputs within 5e-2 (measured 3.2e-2), gradients within
+    0.15 (measured 8.7e-2). bf16 itself is as far from fp64 on either path: 1.3-2.8e-2 and 7-11e-2."""
+    llm, tok = smol
+    assert_cache_matches_uncached(copy.deepcopy(llm).to(torch.bfloat16), tok, 576, tol=5e-2, grad_tol=0.15)
 
 
 def test_random_weights_control_differs_from_pretrained(smol) -> None:

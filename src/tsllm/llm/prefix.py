@@ -40,16 +40,22 @@ def expanded_cache(key_values: KeyValues, batch: int, config: Any) -> Any:
     return cache
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast computes in on this device type now, None where it is off."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
 class PrefixCache:
-    """The key/values of one prefix, kept per (device, dtype) of the weights that computed them."""
+    """The key/values of one prefix, kept per (device, dtype, autocast) they were computed in."""
 
     def __init__(self) -> None:
         self._kv: KeyValues | None = None
         self._key: tuple | None = None
 
     def get(self, decoder: nn.Module, weight: Tensor, **prefix: Tensor) -> KeyValues:
-        """The prefix's key/values, computed on first use and again only if the weights moved or changed dtype."""
-        key = (weight.device, weight.dtype)
+        """The prefix's key/values, computed on first use and again only if the weights moved or changed dtype,
+        or autocast changed: keys made under bf16 autocast would carry its rounding into an fp32 pass."""
+        key = (weight.device, weight.dtype, autocast_dtype(weight.device.type))
         if self._kv is None or self._key != key:
             self._kv, self._key = prefix_key_values(decoder, **prefix), key
         return self._kv
