@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
+from accelerate.state import AcceleratorState
 from torch import nn
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, TensorDataset
@@ -84,6 +85,20 @@ def mixed_precision(precision: str) -> str:
     if precision == "auto":
         return "bf16" if auto_dtype() == torch.bfloat16 else "no"
     return {"fp32": "no", "no": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+def make_accelerator(precision: str) -> Accelerator:
+    """The loop's Accelerator at train.precision; ``train.batch_size`` is one optimiser step's batch, split among
+    the processes (``split_batches``).
+
+    Accelerate keeps one mixed precision per process and refuses another; a run after one of another precision
+    in the same process (tests, the planner, a notebook) gets Accelerate's state afresh, its processes kept.
+    """
+    mode = mixed_precision(precision)
+    if AcceleratorState._shared_state.get("_mixed_precision", mode) != mode:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mode, cpu=not torch.cuda.is_available(),
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 
 def available_cores() -> int:
@@ -184,10 +199,7 @@ class _Fit:
                  on_epoch: Callable[[dict[str, float]], None] | None) -> None:
         self.data, self.cfg, self.seed, self.run_dir, self.on_epoch = data, cfg, seed, run_dir, on_epoch
         run_dir.mkdir(parents=True, exist_ok=True)
-        # split_batches: train.batch_size is one optimiser step's batch, shared among the processes.
-        self.accelerator = Accelerator(mixed_precision=mixed_precision(cfg.precision),
-                                       cpu=not torch.cuda.is_available(),
-                                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+        self.accelerator = make_accelerator(cfg.precision)
         seed_everything(seed)
         params = [p for p in model.parameters() if p.requires_grad]
         self.generator = torch.Generator()
