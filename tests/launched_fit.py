@@ -24,17 +24,20 @@ from tsllm.config import TrainConfig
 
 from conftest import make_cfg  # the script's folder, tests/, is first on sys.path
 
-NO_DROPOUT = "+no_dropout"  # a case flag, not a config key: dropout off, so 1 and 2 processes compute alike
+# Case flags, not config keys: dropout off, so 1 and 2 processes compute alike; everything frozen.
+NO_DROPOUT, FROZEN = "+no_dropout", "+frozen"
 
 
 def build_case(overrides: list[str]) -> tuple[Any, Any, TrainConfig, int]:
     """The model, data, loop options and seed of a case, as tests/test_processes.py rebuilds them in one process."""
-    cfg = make_cfg(*(o for o in overrides if o != NO_DROPOUT))
+    cfg = make_cfg(*(o for o in overrides if o not in (NO_DROPOUT, FROZEN)))
     built = build(cfg)
     if NO_DROPOUT in overrides:
         for module in built.model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
+    if FROZEN in overrides:
+        built.model.requires_grad_(False)
     return built.model, built.data, TrainConfig.from_cfg(cfg.train), cfg.seed
 
 

@@ -23,7 +23,7 @@ import torch
 from accelerate import Accelerator, PartialState
 
 import tsllm.train as train
-from launched_fit import NO_DROPOUT, build_case
+from launched_fit import FROZEN, NO_DROPOUT, build_case
 from tsllm.loop import LAST, Evaluator, fit
 from tsllm.records import read_record
 
@@ -36,6 +36,7 @@ N_TRAIN, N_TEST = 54, 1029  # ItalyPowerDemand: TRAIN less its validation carve-
 CNN = ["encoder=cnn", "encoder.channels=8", "llm=tiny_random", "train.epochs=2", "train.eval_batch_size=16"]
 # No BatchNorm, no dropout, and 54 = 3 x 18: two processes compute what one does, up to summation order.
 MLP = ["encoder=mlp", "encoder.hidden=16", "llm=tiny_random", "train.epochs=2", "train.batch_size=18", NO_DROPOUT]
+FROZEN_MLP = [*MLP, FROZEN]  # nothing to train (as in-context classification): evaluated once
 
 
 def launch(*args: str, cwd: Path) -> subprocess.Popen:
@@ -62,7 +63,7 @@ def evaluated_alone(overrides: list[str], weights: dict[str, torch.Tensor]) -> t
 def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """What each of the 2 processes reported for each case: {case: [rank 0, rank 1]}."""
     out = tmp_path_factory.mktemp("launched")
-    cases = {"cnn": CNN, "mlp": MLP}
+    cases = {"cnn": CNN, "mlp": MLP, "frozen": FROZEN_MLP}
     finished(launch(str(TESTS / "launched_fit.py"), str(out), json.dumps(cases), cwd=out))
     return {case: [torch.load(out / case / f"rank{r}.pt", weights_only=False) for r in (0, 1)] for case in cases}
 
@@ -123,6 +124,15 @@ def test_every_process_keeps_the_same_history_and_counts_each_series_once(launch
     assert acc == first["result"]["test_acc"] and loss == pytest.approx(first["result"]["test_loss"], rel=1e-5)
 
 
+def test_a_model_with_nothing_to_train_is_evaluated_once_without_ddp(launched) -> None:
+    """DDP refuses a model with nothing to train (Accelerate wraps every model on CPU processes)."""
+    first, second = launched["frozen"]
+    assert first["result"]["selection"] == second["result"]["selection"] == "nothing_trains"
+    assert first["writes"] == second["writes"] == []
+    acc, _ = evaluated_alone(FROZEN_MLP, first["final"])
+    assert first["result"]["test_acc"] == second["result"]["test_acc"] == acc
+
+
 def test_only_the_main_process_writes_checkpoints(launched) -> None:
     first, second = launched["cnn"]
     assert second["writes"] == []
@@ -147,10 +157,19 @@ def test_a_helper_process_writes_nothing_and_starts_no_tracker(helper_process, r
         raise AssertionError("a helper process started the tracker")
 
     monkeypatch.setattr(train, "instantiate", no_tracker)
+    folders = []
+    real_build = train.build
+
+    def build(*args: Any, run_dir: Path | None = None, **kwargs: Any) -> Any:
+        folders.append(run_dir)
+        return real_build(*args, run_dir=run_dir, **kwargs)
+
+    monkeypatch.setattr(train, "build", build)
     rec = train.run(make_cfg("encoder=mlp", "encoder.hidden=16", "llm=tiny_random", "logger=wandb",
                              "train.epochs=2"), run_dir=run_dir)
     assert rec["status"] == "finished" and rec["epochs_run"] == 2
     assert list(run_dir.iterdir()) == []  # no lock, record, checkpoint or log
+    assert folders == [None]  # its readers keep what they compute once (text features) in memory
     assert logging.getLogger().level == logging.WARNING
 
 
@@ -211,6 +230,18 @@ def test_the_documented_command_trains_a_hybrid_run_on_two_processes(tmp_path: P
     assert rec["status"] == "finished" and rec["processes"] == 2 and rec["mode"] == "hybrid"
     assert rec["diagnostics"]  # diagnostics=auto runs them for an LLM reader, on the main process
     assert_test_counted_once(tmp_path / "run", overrides)
+
+
+@pytest.mark.slow
+def test_the_documented_command_runs_the_in_context_text_arm_on_two_processes(tmp_path: Path) -> None:
+    """Nothing trains (no DDP); the scores' cache in the run folder is the main process's alone."""
+    overrides = ["data.name=ItalyPowerDemand", "mode=text", "reader=text_icl", "llm=tiny_random",
+                 "reader.token_budget=200", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"]
+    finished(launch(*COMMAND[:2], *overrides, cwd=tmp_path))
+    rec = read_record(tmp_path / "run")
+    assert rec["status"] == "finished" and rec["processes"] == 2 and rec["selection"] == "nothing_trains"
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".hydra", "icl_scores.pt", "record.json",
+                                                                    "train.log"]
 
 
 @pytest.mark.slow

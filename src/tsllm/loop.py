@@ -212,8 +212,9 @@ class _Fit:
         if self.optimizer is not None:
             self.model, self.optimizer, self.train_loader = self.accelerator.prepare(model, self.optimizer,
                                                                                      train_loader)
-        else:
-            self.model, self.train_loader = self.accelerator.prepare(model, train_loader)
+        else:  # evaluated only, never wrapped for DDP (which refuses a model with nothing to train)
+            self.model = self.accelerator.prepare_model(model, evaluation_mode=True)
+            self.train_loader = self.accelerator.prepare(train_loader)
         self.base = self.accelerator.unwrap_model(self.model)
         self.evaluate = Evaluator(self.accelerator, cfg.eval_batch_size)
         self.state = LoopState()

@@ -174,7 +174,8 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, previous: dict[str
     data = load_data(cfg)
     if previous is not None and previous.get("data", {}).get("sha256") != data.meta.get("sha256"):
         raise RunDirConflict(f"{run_dir}: the dataset files changed since this run started (checksum differs)")
-    model = build(cfg, data=data, run_dir=run_dir).model
+    # A helper process keeps what a reader computes once (text features) in memory: the run folder is the main's.
+    model = build(cfg, data=data, run_dir=run_dir if main else None).model
     hybrid = record.mode != "standalone"
     record.dataset, record.encoder, record.reader = data.name, cfg.encoder.name, cfg.reader.name
     record.llm = cfg.llm.name if hybrid else None
@@ -184,6 +185,9 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, previous: dict[str
     record.llm_dtype = str(resolve_dtype(cfg.llm.dtype)).removeprefix("torch.") if identity.uses_llm else None
     record.data, record.env, record.params = data.meta, environment(), parameter_counts(model)
     record.processes = process_state().num_processes
+    if previous is not None and previous.get("processes") not in (None, record.processes):
+        log.warning("%s started with %d processes and goes on with %d: its numbers follow neither exactly",
+                    run_dir, previous["processes"], record.processes)
     if main:
         write_record(run_dir, record)
 
