@@ -8,12 +8,12 @@ each epoch's shuffling and dropout are seeded from (seed, epoch) rather than fro
 `fit` reads top to bottom as its steps: resume, then per epoch train / evaluate / select / checkpoint,
 then the final evaluation of the selected weights.
 
-Several processes (``torchrun --nproc_per_node N -m tsllm.train ...``: gloo on CPUs, NCCL on GPUs) train one
-run together. ``train.batch_size`` stays the batch of one optimiser step, split evenly among the processes
-(Accelerate's ``split_batches``), so a run means the same whatever the number of processes; DDP averages the
-gradients, so every process holds the same weights after each step. Evaluation gathers every series exactly
-once. Every process computes the same history, so all take the same selection and stopping decisions; only
-the main process writes checkpoints, and the others wait for them before reading.
+Several processes launched together (tsllm.train says how; gloo on CPUs, NCCL on GPUs) train one run.
+``train.batch_size`` stays the batch of one optimiser step, split evenly among the processes (Accelerate's
+``split_batches``), so a run means the same whatever the number of processes; DDP averages the gradients,
+so every process holds the same weights after each step. Evaluation gathers every series exactly once.
+Every process computes the same history, so all take the same selection and stopping decisions; only the
+main process writes checkpoints, and the others wait for them before reading.
 """
 
 from __future__ import annotations
