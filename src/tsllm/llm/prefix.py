@@ -41,8 +41,10 @@ def expanded_cache(key_values: KeyValues, batch: int, config: Any) -> Any:
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The dtype autocast computes in on this device type now, None where it is off."""
-    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    """The dtype autocast computes in on this device type now, None where it is off (or has none: meta)."""
+    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
 
 
 class PrefixCache:
