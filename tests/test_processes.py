@@ -24,6 +24,7 @@ from accelerate import Accelerator, PartialState
 
 import tsllm.train as train
 from launched_fit import FROZEN, NO_DROPOUT, build_case
+from tsllm.config import ConfigError
 from tsllm.loop import LAST, Evaluator, fit
 from tsllm.records import read_record
 
@@ -171,6 +172,15 @@ def test_a_helper_process_writes_nothing_and_starts_no_tracker(helper_process, r
     assert list(run_dir.iterdir()) == []  # no lock, record, checkpoint or log
     assert folders == [None]  # its readers keep what they compute once (text features) in memory
     assert logging.getLogger().level == logging.WARNING
+
+
+def test_batches_that_the_processes_cannot_share_evenly_are_one_clear_error(monkeypatch: pytest.MonkeyPatch,
+                                                                              tmp_path: Path) -> None:
+    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 3))
+    model, data, cfg, seed = build_case(MLP)
+    with pytest.raises(ConfigError, match=r"^train.batch_size=18 and train.eval_batch_size=128 are shared among "
+                                          r"the 3 processes: make each a multiple of 3$"):
+        fit(model, data, cfg, seed=seed, run_dir=tmp_path)
 
 
 def test_evaluation_refuses_to_count_a_series_twice(monkeypatch: pytest.MonkeyPatch) -> None:

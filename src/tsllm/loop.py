@@ -39,7 +39,7 @@ from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from tsllm.config import TrainConfig
+from tsllm.config import ConfigError, TrainConfig
 from tsllm.data import DatasetSplits, Split
 from tsllm.llm import auto_dtype
 from tsllm.records import FILE_MODE, FitResult, RunDirConflict
@@ -200,6 +200,9 @@ class _Fit:
         self.data, self.cfg, self.seed, self.run_dir, self.on_epoch = data, cfg, seed, run_dir, on_epoch
         run_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator = make_accelerator(cfg.precision)
+        if (n := self.accelerator.num_processes) > 1 and (cfg.batch_size % n or cfg.eval_batch_size % n):
+            raise ConfigError(f"train.batch_size={cfg.batch_size} and train.eval_batch_size={cfg.eval_batch_size} "
+                              f"are shared among the {n} processes: make each a multiple of {n}")
         seed_everything(seed)
         params = [p for p in model.parameters() if p.requires_grad]
         self.generator = torch.Generator()
