@@ -203,7 +203,8 @@ def test_the_dry_run_times_each_kind_of_step_a_run_takes() -> None:
     cfg = make_cfg("mode=hybrid", "llm=tiny_random", "encoder=cnn", "encoder.channels=4", "train.epochs=5")
     timing = P.measure(cfg, load_data(cfg), None, 0.0, repeats=1)
     assert set(timing.steps) == {32, 54 - 32}  # ItalyPowerDemand: 54 TRAIN series after its validation share
-    assert timing.bn_refresh > 0 and timing.eval_per_series > 0 and timing.checkpoint > 0 and timing.diagnostics > 0
+    # every kind of work a run does is timed (a time, not a speed, is checked: the machine may be loaded)
+    assert min(timing.bn_refresh, timing.eval_per_series, timing.checkpoint, timing.diagnostics) > 0
     shape = P.Shape(54, 13, 1029, 1, 24, 2, "data")
     one, two = (timing.run_seconds(OmegaConf.merge(cfg, {"train": {"epochs": e}}), shape, True) for e in (1, 2))
     per_epoch = sum(timing.steps.values()) + timing.bn_refresh + timing.eval_per_call + 13 * timing.eval_per_series \
