@@ -31,6 +31,7 @@ from tsllm.config import (
 )
 from tsllm.data import DataError, locate, resolve_dataset_set
 from tsllm.data.sets import RESOLVER_NAME
+from tsllm.llm.loading import quantization_problem
 
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--experimental-rerun"}
 _OTHER_CONFIG = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
@@ -162,6 +163,8 @@ def config_problem(cfg: DictConfig) -> str | None:
         spec = LLMConfig.from_cfg(cfg.llm)
         if spec.name_or_path is None and spec.random_config is None:
             return f"llm.name_or_path is required for llm={spec.name}: e.g. llm.name_or_path=/path/to/model"
+        if identify(cfg).uses_llm and (problem := quantization_problem(spec.quantization)) is not None:
+            return problem
         identify(cfg)  # the reader's options, typed
         if "align" in cfg.reader:
             align_config(cfg.reader.align)

@@ -255,34 +255,31 @@ def _load_llm(spec: LLMConfig, *, seed: int, device_map: str | dict | None):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     dtype = resolve_dtype(spec.dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if spec.quantization:
+        problem = quantization_problem(spec.quantization)
+        if problem is not None:
+            raise BackboneError(problem)
+        kwargs["quantization_config"] = _quantization(spec.quantization, dtype)
+        # bitsandbytes weights are placed when loaded and cannot be moved afterwards.
+        if device_map is None and torch.cuda.is_available():
+            device_map = {"": torch.cuda.current_device()}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     if spec.random_config is not None:
         tokenizer = byte_tokenizer()
         config = _random_config(spec.random_config, vocab_size=len(tokenizer))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        return model, tokenizer
+        return _keep_backward(_random_model(config, seed, kwargs)), tokenizer
     if spec.name_or_path is None:
         raise BackboneError("llm.name_or_path is null and llm.random_config is null: nothing to load")
 
     location = resolve_location(spec.name_or_path)
     if spec.gguf_file:
         location = str(convert_gguf(location, spec.gguf_file, spec.cache_dir))
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if spec.quantization:
-        kwargs["quantization_config"] = _quantization(spec.quantization)
-        # bitsandbytes weights are placed when loaded and cannot be moved afterwards.
-        if device_map is None and torch.cuda.is_available():
-            device_map = {"": torch.cuda.current_device()}
-    if device_map is not None:
-        kwargs["device_map"] = device_map
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
         if spec.weights == "random":
-            config = AutoConfig.from_pretrained(location)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+            model = _random_model(AutoConfig.from_pretrained(location), seed, kwargs)
         elif spec.weights == "pretrained":
             model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
         else:
@@ -291,19 +288,95 @@ def _load_llm(spec: LLMConfig, *, seed: int, device_map: str | dict | None):
         if isinstance(e, BackboneError):
             raise
         raise _not_found(spec, e) from None
-    return model, tokenizer
+    return _keep_backward(model), tokenizer
 
 
-def _quantization(kind: str):
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise BackboneError(f"llm.quantization={kind!r} needs bitsandbytes and a CUDA GPU: pip install bitsandbytes")
+def _keep_backward(model: nn.Module) -> nn.Module:
+    """Keep bitsandbytes' 4-bit layers on the kernel that has a backward.
+
+    On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks a 4-bit weight for a faster kernel the first time an
+    eval-mode layer (a frozen LLM is always in eval mode) sees an input without gradients, such as the prompt's
+    cache or an evaluation; that kernel has no backward, and the gradient to the latents then silently stops
+    there (tests/test_quantization.py). A layer without the flag is left alone.
+    """
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+    return model
+
+
+def _random_model(config, seed: int, kwargs: dict[str, Any]):
+    """A model of ``config`` with seeded random weights, quantised as a pretrained one would be.
+
+    bitsandbytes quantises while weights are loaded, so a quantised random model is loaded from the random
+    one's state dict (both are held for a moment).
+    """
+    from transformers import AutoModelForCausalLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=kwargs["dtype"])
+    if "quantization_config" not in kwargs:
+        return model
+    return type(model).from_pretrained(None, config=model.config, state_dict=model.state_dict(), **kwargs)
+
+
+def quantization_problem(kind: str | None) -> str | None:
+    """Why ``llm.quantization=kind`` cannot load here, as one line (the package, its version or the device
+    that is missing), or None. tsllm.preflight asks before anything is created; loading asks again.
+
+    Whether bitsandbytes runs on the device is its own declaration (``supported_torch_devices``, which
+    transformers checks too): 0.50.2 from PyPI runs both kinds on a CPU (8-bit through float16), older
+    builds only on a CUDA GPU. ``kind`` is already one of LLMConfig's values.
+    """
+    if kind is None:
+        return None
+    from packaging.version import Version
+    from transformers.utils.import_utils import BITSANDBYTES_MIN_VERSION
+
+    installed = _installed_version("bitsandbytes")
+    if installed is None:
+        return (f"llm.quantization={kind} needs bitsandbytes, which is not installed: "
+                f"pip install 'tsllm[quant]' (bitsandbytes>={BITSANDBYTES_MIN_VERSION})")
+    if Version(installed) < Version(BITSANDBYTES_MIN_VERSION):
+        return (f"llm.quantization={kind} needs bitsandbytes>={BITSANDBYTES_MIN_VERSION} with this transformers; "
+                f"{installed} is installed: pip install -U 'tsllm[quant]'")
+    import bitsandbytes
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    supported = getattr(bitsandbytes, "supported_torch_devices", set())
+    if device not in supported:
+        need = "a CUDA GPU" if device == "cpu" else "a build with CUDA support"
+        return (f"llm.quantization={kind}: bitsandbytes {installed} runs on {', '.join(sorted(supported)) or 'no device'}"
+                f", not on this {device}: it needs {need} or a newer bitsandbytes: pip install -U 'tsllm[quant]'")
+    return None
+
+
+def _installed_version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _quantization(kind: str, dtype: torch.dtype):
+    """bitsandbytes' config for a kind; 4-bit computes in the LLM's dtype (what llm.dtype stores the rest in)."""
     from transformers import BitsAndBytesConfig
 
     if kind == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    if kind == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
-    raise BackboneError(f"llm.quantization={kind!r}: expected null, 8bit or 4bit")
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype)
+
+
+def quantization_of(model: nn.Module) -> str | None:
+    """``8bit``, ``4bit`` or None: how a loaded model's weights are stored."""
+    config = getattr(getattr(model, "config", None), "quantization_config", None)
+    if config is None:
+        return None
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    return "8bit" if get("load_in_8bit", False) else "4bit" if get("load_in_4bit", False) else None
 
 
 def freeze(model: nn.Module) -> nn.Module:
