@@ -42,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tsllm.config import ConfigError, TrainConfig
 from tsllm.data import DatasetSplits, Split
 from tsllm.llm import auto_dtype
+from tsllm.memory import out_of_memory_advice
 from tsllm.records import FILE_MODE, FitResult, RunDirConflict
 
 log = logging.getLogger(__name__)
@@ -185,11 +186,7 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, seed: int, r
     try:
         return _Fit(model, data, cfg, seed=seed, run_dir=Path(run_dir), on_epoch=on_epoch).run()
     except torch.OutOfMemoryError as e:
-        raise MemoryError(
-            f"out of accelerator memory at train.batch_size={cfg.batch_size}, train.eval_batch_size="
-            f"{cfg.eval_batch_size}, train.precision={cfg.precision}: lower the batch sizes, use bf16 "
-            "(train.precision=bf16, llm.dtype=bfloat16) or load the LLM with llm.quantization=8bit|4bit"
-        ) from e
+        raise MemoryError(out_of_memory_advice(model, data, cfg)) from e
 
 
 class _Fit:

@@ -13,7 +13,10 @@ does each. ``--jobs K`` measures K runs at once, each on its share of the cores,
 runs. Early stopping is ignored: the hours are an upper bound.
 
 FLOPs are the machine-independent column: one training step and one evaluation forward counted with
-:mod:`tsllm.flops` on the built model (on the meta device for an LLM whose weights are not here). A run that
+:mod:`tsllm.flops` on the built model (on the meta device for an LLM whose weights are not here). Memory is the
+other: each run's peak accelerator memory, read by :mod:`tsllm.memory` from the same meta-device model (the
+LLM at llm.dtype, ``auto`` counted as on a GPU, or llm.quantization; a step's and an evaluation's
+activations; the trainable part with Adam's state), and the common GPU sizes (24, 40, 80 GiB) that hold it. A run that
 cannot be built here (the weights, or the data, are elsewhere) is costed from its FLOPs at ``--tflops``
 (default: the float32 matmul rate measured on this CPU now); the ``hours_from`` column says which. With
 ``--records DIR``, each planned run is matched by config hash to its finished record there, and the wall
@@ -53,8 +56,10 @@ from tsllm.config import LLMConfig, TrainConfig, plain
 from tsllm.data import UCR2015_85, DataError, DatasetSplits, Split, register_resolvers, resolve_dataset_set
 from tsllm.flops import count_forward_flops, count_train_step_flops
 from tsllm.identity import identify, without
-from tsllm.llm import BackboneError, freeze, load_config, tokenizer_of
+from tsllm.llm import BackboneError, freeze, load_config, resolve_dtype, tokenizer_of
+from tsllm.llm.loading import offline_if_hub_unreachable
 from tsllm.loop import _Fit, resolve_threads, save_atomic
+from tsllm.memory import CONTEXT_GIB, GIB, GPU_GIB, HEADROOM, Footprint, footprint
 from tsllm.preflight import experiment_axes
 from tsllm.records import config_hash, environment
 from tsllm.train import CONF_DIR
@@ -223,6 +228,7 @@ class Backbones:
         key = json.dumps(plain(cfg.llm), sort_keys=True)
         if key not in self._meta:
             spec = LLMConfig.from_cfg(cfg.llm)
+            offline_if_hub_unreachable(spec.name_or_path)  # else each lookup below retries the hub for minutes
             try:
                 config = load_config(spec)
             except BackboneError:
@@ -556,16 +562,21 @@ def plan(overrides: list[str] | list[list[str]], *, jobs: int = 1, timed: bool =
             todo.setdefault(_measure_key(r.config), r.config)
     timings = measure_all(todo, jobs, repeats)
     # FLOPs: counted by the loop's own step where a run was measured, else on the meta device from shapes alone
-    # (where the meta counter also counts attention scores, which torch's CPU counter leaves out).
+    # (where the meta counter also counts attention scores, which torch's CPU counter leaves out). Memory: read
+    # from the same meta-device model (tsllm.memory), for every run.
     flops: dict[str, Flops] = {}
+    footprints: dict[str, Footprint] = {}
     for r in runs:
         cfg, key = r.cfg, _flops_key(r.config, r.shape)
         timing = timings.get(_measure_key(r.config))
         if timing is not None:
             flops[key] = timing.flops
-        elif key not in flops and identify(r.config).mode != "text":
-            with torch.device("meta"), torch.random.fork_rng(devices=[]):
-                model = build_model(cfg, _ShapeOnly(cfg.data.name, r.shape), llm=backbones.meta(cfg))
+        if key in footprints or identify(r.config).mode == "text":
+            continue
+        with torch.device("meta"), torch.random.fork_rng(devices=[]):
+            model = build_model(cfg, _ShapeOnly(cfg.data.name, r.shape), llm=backbones.meta(cfg))
+        footprints[key] = footprint(model, r.shape.n_channels, r.shape.length)
+        if key not in flops:
             flops[key] = count_flops(model, r.shape, cfg, torch.device("meta"))
     rows = []
     for r in runs:
@@ -575,6 +586,7 @@ def plan(overrides: list[str] | list[list[str]], *, jobs: int = 1, timed: bool =
         f = timing.flops if timing is not None else flops.get(_flops_key(r.config, r.shape), Flops(0, 0, 0, math.nan))
         b = min(cfg.train.batch_size, r.shape.n_train)
         steps = cfg.train.epochs * math.ceil(r.shape.n_train / b) if trains else 0
+        memory = _memory(footprints.get(_flops_key(r.config, r.shape)), cfg, r.shape)
         rows.append({"config_hash": config_hash(r.config), "dataset": cfg.data.name, "encoder": cfg.encoder.name,
                      "mode": identity.mode, "arm": identity.arm,
                      "llm": cfg.llm.name if identity.mode != "standalone" else None, "lr": cfg.train.lr,
@@ -583,11 +595,28 @@ def plan(overrides: list[str] | list[list[str]], *, jobs: int = 1, timed: bool =
                      "flops_per_step": f.step, "flops": run_flops(f, cfg, r.shape, trains),
                      "seconds": timing.run_seconds(cfg, r.shape, trains) if timing is not None else math.nan,
                      "threads": timing.threads if timing is not None else None,
-                     "hours_from": "measured" if timing is not None else "flops"})
-    notes = backbones.notes | {f"{cells} cells, {len(runs)} distinct runs"}
+                     "hours_from": "measured" if timing is not None else "flops", **memory})
+    notes = backbones.notes | {f"{cells} cells, {len(runs)} distinct runs", MEMORY_NOTE}
     if timed and len(timings) < len({_measure_key(r.config) for r in runs}):
         notes.add("runs whose weights or data are not here are costed from their FLOPs at the rate below")
     return pd.DataFrame(rows), notes
+
+
+MEMORY_NOTE = (f"memory: peak accelerator memory of each run (tsllm.memory: LLM weights at llm.dtype, where auto "
+               f"means bfloat16 as on a GPU, or at llm.quantization; activations of a step and of an evaluation "
+               f"batch; the trainable part with Adam's state); fits: the sizes of {', '.join(map(str, GPU_GIB))} GiB "
+               f"that hold it with {HEADROOM:.0%} and {CONTEXT_GIB:g} GiB to spare (the text arm: not estimated)")
+
+
+def _memory(fp: Footprint | None, cfg: DictConfig, shape: Shape) -> dict[str, Any]:
+    """A run's memory columns, in GiB, and the common accelerator sizes that hold it (a comma-separated list)."""
+    if fp is None:
+        return {"memory_gib": math.nan, "weights_gib": math.nan, "activations_gib": math.nan, "fits_gib": None}
+    m = fp.at(batch_size=min(cfg.train.batch_size, shape.n_train),
+              eval_batch_size=min(cfg.train.eval_batch_size, max(shape.n_val, shape.n_test)),
+              dtype=resolve_dtype(cfg.llm.dtype, gpu=True), quantization=cfg.llm.quantization)
+    return {"memory_gib": m.total / GIB, "weights_gib": m.weights / GIB,
+            "activations_gib": max(m.step, m.evaluation) / GIB, "fits_gib": ",".join(map(str, m.fitting())) or "none"}
 
 
 @dataclass(frozen=True)
@@ -635,12 +664,32 @@ def cpu_throughput(seconds: float = 1.0, n: int = 1024) -> float:
 
 
 def summarise(runs: pd.DataFrame, rate: float) -> pd.DataFrame:
-    """Hours per encoder and mode: measured where a run was measured, from FLOPs at ``rate`` elsewhere."""
+    """Hours per encoder and mode: measured where a run was measured, from FLOPs at ``rate`` elsewhere; the
+    largest run's memory and the accelerator sizes that hold every run of the group."""
     hours = runs["seconds"].where(runs["hours_from"] == "measured", runs["flops"] / rate) / 3600
     runs = runs.assign(hours=hours)
     real = {"finished": ("real_hours", "count"), "real_hours": ("real_hours", "sum")} if "real_hours" in runs else {}
     return runs.groupby(["encoder", "mode"], dropna=False).agg(
-        runs=("flops", "size"), steps=("steps", "sum"), flops=("flops", "sum"), hours=("hours", "sum"), **real)
+        runs=("flops", "size"), steps=("steps", "sum"), flops=("flops", "sum"), hours=("hours", "sum"), **real,
+        peak_gib=("memory_gib", "max"), fits_gib=("fits_gib", common_sizes))
+
+
+def common_sizes(fits: pd.Series) -> str | None:
+    """The sizes every run's ``fits_gib`` names (``24,40,80``), ``none``, or None where no run was estimated."""
+    known = [set(f.split(",")) - {"none"} for f in fits if isinstance(f, str)]
+    if not known:
+        return None
+    both = set.intersection(*known)
+    return ",".join(sorted(both, key=int)) or "none"
+
+
+def fits_line(runs: pd.DataFrame) -> str:
+    """``all 5100 runs fit 24, 40, 80 GiB`` or how many fit each common size."""
+    estimated = runs["fits_gib"].dropna()
+    counts = {g: int(estimated.map(lambda f, g=g: str(g) in f.split(",")).sum()) for g in GPU_GIB}
+    if all(n == len(estimated) for n in counts.values()):
+        return f"all {len(estimated)} estimated runs fit {', '.join(map(str, GPU_GIB))} GiB"
+    return "runs that fit: " + ", ".join(f"{n} of {len(estimated)} in {g} GiB" for g, n in counts.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -710,6 +759,10 @@ def main(argv: list[str] | None = None) -> int:
         hours = summarise(done, rate)["hours"].sum()
         print(f"the {len(done)} finished runs: planned {hours:.3g} h, real {done['real_hours'].sum():.3g} h, "
               f"plan / real = {hours / done['real_hours'].sum():.2f}")
+    if runs["memory_gib"].notna().any():
+        top = runs.loc[runs["memory_gib"].idxmax()]
+        print(f"memory: the largest run needs {top['memory_gib']:.1f} GiB ({top['encoder']} {top['mode']} on "
+              f"{top['dataset']}); {fits_line(runs)}")
     if args.csv:
         runs.to_csv(args.csv, index=False)
     return 0

@@ -31,16 +31,16 @@ class BackboneError(RuntimeError):
     """A backbone cannot be loaded or used; the message says what to install or where to put weights."""
 
 
-def auto_dtype() -> torch.dtype:
+def auto_dtype(gpu: bool | None = None) -> torch.dtype:
     """What ``auto`` means for llm.dtype and train.precision alike: bf16 on a GPU, fp32 on a CPU (bf16 on CPUs
-    without native support is ~30x slower)."""
-    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    without native support is ~30x slower). ``gpu``: for a GPU or not (the planner's memory); None: this machine."""
+    return torch.bfloat16 if (torch.cuda.is_available() if gpu is None else gpu) else torch.float32
 
 
-def resolve_dtype(dtype: str) -> torch.dtype:
+def resolve_dtype(dtype: str, gpu: bool | None = None) -> torch.dtype:
     """The torch dtype an ``llm.dtype`` names (``auto``: :func:`auto_dtype`)."""
     if dtype == "auto":
-        return auto_dtype()
+        return auto_dtype(gpu)
     try:
         return {"float64": torch.float64, "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                 "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
