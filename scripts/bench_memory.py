@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from bench_encoders import compose_cfg, finish, header, start
+from omegaconf import OmegaConf
 
 from tsllm import plan as P
 from tsllm.build import build_model, load_data

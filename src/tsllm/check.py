@@ -181,7 +181,6 @@ def run_variant(label: str, cfg: DictConfig, data, backbone, batch: int, steps: 
     # and the trainable part's), but the gradients, Adam's moments and the activations.
     expected = m.training_step if gpu else m.trainable * 3 // 4 + m.step
     tokens = model.reader.tokens_per_example * batch
-    del loop, model
     return Measured(label, sorted(times)[len(times) // 2], tokens, float(counter.get_total_flops()), peak,
                     expected / MIB, float(loss.detach()), grads)
 
