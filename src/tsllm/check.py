@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate.state import AcceleratorState
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
@@ -144,9 +143,7 @@ def allocated_peak(run) -> float:
 
 def run_variant(label: str, cfg: DictConfig, data, backbone, batch: int, steps: int, gpu: bool) -> Measured:
     """Build the run (tsllm.build), step it with the loop's own step, time and measure it."""
-    model = build(cfg, llm=backbone, data=data).model
-    # Accelerate keeps one precision per process; a run has one, this check changes it between variants.
-    AcceleratorState._reset_state()
+    model = build(cfg, llm=backbone, data=data).model  # the loop's Accelerator follows each variant's precision
     with tempfile.TemporaryDirectory(prefix="tsllm-check-") as tmp:
         loop = _Fit(model, data, TrainConfig.from_cfg(cfg.train), seed=cfg.seed, run_dir=Path(tmp), on_epoch=None)
         device = next(p for p in loop.base.parameters() if p.requires_grad).device
