@@ -60,7 +60,9 @@ from tsllm.llm import BackboneError, freeze, load_config, resolve_dtype, tokeniz
 from tsllm.llm.loading import offline_if_hub_unreachable
 from tsllm.loop import _Fit, resolve_threads, save_atomic
 from tsllm.memory import CONTEXT_GIB, GIB, GPU_GIB, HEADROOM, Footprint, footprint
+from tsllm.model import TSClassifier
 from tsllm.preflight import experiment_axes
+from tsllm.readers import MeanReader
 from tsllm.records import config_hash, environment
 from tsllm.train import CONF_DIR
 
@@ -269,20 +271,46 @@ class Flops:
     read_per_series: float = 0.0
 
 
-def count_flops(model: nn.Module, shape: Shape, cfg: DictConfig, device: torch.device) -> Flops:
-    """FLOPs of one training step and one evaluation forward of a built model, on ``device`` (meta or CPU)."""
+def count_flops(model: nn.Module, shape: Shape, cfg: DictConfig, device: torch.device,
+                readers: dict[str, tuple[float, float]] | None = None) -> Flops:
+    """FLOPs of one training step and one evaluation forward of a built model, on ``device`` (meta or CPU).
+
+    FLOPs add up by module: where an LLM reads the latents, the encoder and head are counted with a mean
+    pool in the reader's place, and the reader apart, per series (FLOPs are linear in the batch), once per
+    reader, LLM and latent shape in ``readers``: the dataset changes the encoder's cost, not the LLM's.
+    """
     b = min(cfg.train.batch_size, shape.n_train)
+    reader = model.reader
+    split = reader.llm_reads_latents
     with torch.device(device), torch.random.fork_rng(devices=[]):
+        front = TSClassifier(model.encoder, MeanReader(num_tokens=1), model.head.in_features, shape.num_classes) \
+            if split else model
         x = torch.randn(b, shape.n_channels, shape.length)
         y = torch.randint(0, shape.num_classes, (b,))
-        model(x[:1])  # builds the prompt's key/value cache outside the count, as a run does once
-        step = count_train_step_flops(model, x, y)
-        forward = count_forward_flops(model, x) / b
-    encoder = model.encoder
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in encoder.modules())
-    with torch.device(device):
-        bn = count_forward_flops(encoder, x[:1]) if has_bn else 0.0
-    return Flops(step=float(step), eval_per_series=float(forward), bn_per_series=float(bn))
+        front(x[:1])  # builds the prompt's key/value cache outside the count, as a run does once
+        step = float(count_train_step_flops(front, x, y))
+        forward = count_forward_flops(front, x) / b
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.encoder.modules())
+        bn = float(count_forward_flops(model.encoder, x[:1])) if has_bn else 0.0
+        if split:
+            with torch.no_grad():
+                latents = model.encoder.eval()(x[:1])
+            key = json.dumps([plain(cfg.reader), plain(cfg.llm), list(latents.shape)], sort_keys=True, default=str)
+            readers = {} if readers is None else readers
+            if key not in readers:
+                readers[key] = _reader_flops(reader, latents)
+            train_one, eval_one = readers[key]
+            step, forward = step + b * train_one, forward + eval_one
+    return Flops(step=step, eval_per_series=float(forward), bn_per_series=bn)
+
+
+def _reader_flops(reader: nn.Module, latents: torch.Tensor) -> tuple[float, float]:
+    """(forward + backward to the latents, forward) FLOPs of a reader on one series' latents [1, L, H]."""
+    reader(latents)  # the prompt's key/value cache, built once outside the count as a run does
+    latents = torch.randn_like(latents).requires_grad_(True)
+    with FlopCounterMode(display=False) as counter:
+        reader.train()(latents).float().sum().backward()
+    return float(counter.get_total_flops()), float(count_forward_flops(reader, latents.detach()))
 
 
 def run_flops(f: Flops, cfg: DictConfig, shape: Shape, trains: bool) -> float:
@@ -566,6 +594,7 @@ def plan(overrides: list[str] | list[list[str]], *, jobs: int = 1, timed: bool =
     # from the same meta-device model (tsllm.memory), for every run.
     flops: dict[str, Flops] = {}
     footprints: dict[str, Footprint] = {}
+    readers: dict[str, tuple[float, float]] = {}
     for r in runs:
         cfg, key = r.cfg, _flops_key(r.config, r.shape)
         timing = timings.get(_measure_key(r.config))
@@ -577,7 +606,7 @@ def plan(overrides: list[str] | list[list[str]], *, jobs: int = 1, timed: bool =
             model = build_model(cfg, _ShapeOnly(cfg.data.name, r.shape), llm=backbones.meta(cfg))
         footprints[key] = footprint(model, r.shape.n_channels, r.shape.length)
         if key not in flops:
-            flops[key] = count_flops(model, r.shape, cfg, torch.device("meta"))
+            flops[key] = count_flops(model, r.shape, cfg, torch.device("meta"), readers)
     rows = []
     for r in runs:
         cfg, identity = r.cfg, identify(r.config)
