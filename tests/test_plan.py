@@ -137,6 +137,15 @@ def test_llama31_8b_step_is_counted_on_the_meta_device() -> None:
     assert abs(runs["flops_per_step"].iloc[0] / (4 * non_embedding * tokens) - 1) < 0.10
 
 
+def test_a_standalone_run_whose_llm_config_is_not_here_is_costed_not_built() -> None:
+    # Its latent size is Llama-3.1-8B's hidden size, whose config is not cached here: timing it would need to
+    # build it (it used to end the whole plan in a BackboneError); it is costed from FLOPs and says so.
+    runs, notes = P.plan(["mode=standalone", "llm=llama31_8b", "encoder=mlp", "data.name=GunPoint",
+                          "train.epochs=1"])
+    assert len(runs) == 1 and runs["flops_per_step"].iloc[0] > 0
+    assert any("standalone runs under it" in n for n in notes)
+
+
 def test_bundled_ucr2015_sizes_match_the_offline_archive() -> None:
     """The planner's bundled sizes equal the real files for the datasets that are here (evidence16).
 

@@ -194,6 +194,7 @@ class Backbones:
     def __init__(self) -> None:
         self._real: dict[str, tuple[Any, float] | None] = {}
         self._meta: dict[str, Any] = {}
+        self._configs: dict[str, bool] = {}
         self.notes: set[str] = set()
 
     @staticmethod
@@ -213,7 +214,7 @@ class Backbones:
         size = sum(p.numel() for p in self.meta(cfg)[0].parameters())
         if size > META_ABOVE_PARAMS:
             self.notes.add(f"{spec.name}: {size / 1e9:.2f} B parameters, not run here: its runs are costed from "
-                           "FLOPs counted on the meta device (standalone runs too: their latent size is its hidden size)")
+                           "FLOPs counted on the meta device")
             return None
         try:
             start = time.perf_counter()
@@ -223,6 +224,23 @@ class Backbones:
             self.notes.add(f"{spec.name}: weights not available here: its runs are costed from FLOPs")
             return None
 
+    def buildable(self, cfg: DictConfig) -> bool:
+        """Whether a run of ``cfg`` can be built and timed here as training builds it: through the real LLM where
+        it reads through one, else from the LLM's config alone (a standalone run's latent size is its hidden size)."""
+        if identify(cfg).uses_llm:
+            return self.real(cfg) is not None
+        key = json.dumps(plain(cfg.llm), sort_keys=True)
+        if key not in self._configs:
+            spec = LLMConfig.from_cfg(cfg.llm)
+            try:
+                load_config(spec)
+                self._configs[key] = True
+            except BackboneError:
+                self.notes.add(f"{spec.name}: its config is not available here: standalone runs under it (latent "
+                               "size = its hidden size) are costed from FLOPs")
+                self._configs[key] = False
+        return self._configs[key]
+
     def meta(self, cfg: DictConfig) -> tuple[nn.Module, Any]:
         """(the LLM on the meta device, its tokenizer or an approximation): shapes without weights."""
         from transformers import AutoModelForCausalLM
@@ -231,12 +249,8 @@ class Backbones:
         if key not in self._meta:
             spec = LLMConfig.from_cfg(cfg.llm)
             offline_if_hub_unreachable(spec.name_or_path)  # else each lookup below retries the hub for minutes
-            try:
-                config = load_config(spec)
-            except BackboneError:
-                config = _published_config(spec.name)
             with torch.device("meta"):
-                llm = AutoModelForCausalLM.from_config(config)
+                llm = AutoModelForCausalLM.from_config(self._config(spec))
             if spec.num_layers is not None:
                 from tsllm.llm.loading import truncate_layers
 
@@ -585,8 +599,7 @@ def plan(overrides: list[str] | list[list[str]], *, jobs: int = 1, timed: bool =
     backbones = Backbones()
     todo: dict[str, dict[str, Any]] = {}
     for r in runs:
-        runnable = r.data is not None and (not identify(r.config).uses_llm or backbones.real(r.cfg) is not None)
-        if timed and runnable:
+        if timed and r.data is not None and backbones.buildable(r.cfg):
             todo.setdefault(_measure_key(r.config), r.config)
     timings = measure_all(todo, jobs, repeats)
     # FLOPs: counted by the loop's own step where a run was measured, else on the meta device from shapes alone
