@@ -256,12 +256,17 @@ def git_revision(where: str | Path | None = None) -> dict[str, Any]:
 
 
 def source_digest() -> dict[str, Any]:
-    """A hash of the tsllm source this process imported: each module's name and file bytes, by name."""
-    files = sorted((name, Path(module.__file__)) for name, module in list(sys.modules.items())
-                   if (name == "tsllm" or name.startswith("tsllm.")) and getattr(module, "__file__", None))
+    """A hash of the tsllm source a process runs: every module file of the package, by name.
+
+    The whole package, not only the modules a process has imported by then: a run, its diagnostics and a
+    re-run by tsllm.reproduce import different subsets, and one tree must give one hash. Read when the run
+    starts, so an edit while it runs does not pass for the code that ran.
+    """
+    package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for name, path in files:
-        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    files = sorted(package.rglob("*.py"))
+    for path in files:
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return {"sha256": digest.hexdigest(), "modules": len(files)}
 
 

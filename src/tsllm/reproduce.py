@@ -40,29 +40,55 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def compare(record: dict[str, Any], again: dict[str, Any]) -> list[str]:
-    """Every difference between a record and its re-run, one line each ([] when they agree exactly)."""
+def _figures(record: dict[str, Any], again: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(name, the record's value, the re-run's) of every reported figure and every epoch's history entry."""
+    pairs = [(key, record[key], again.get(key)) for key in REPORTED if key in record]
+    for i, (a, b) in enumerate(zip(record.get("history") or [], again.get("history") or [], strict=False)):
+        pairs += [(f"history[{i}].{key}", a.get(key), b.get(key)) for key in sorted(set(a) | set(b))]
+    return pairs
+
+
+def _relative(a: Any, b: Any) -> float | None:
+    """|a - b| / |a| of two floats (None for anything else)."""
+    if not (isinstance(a, float) and isinstance(b, float)):
+        return None
+    return abs(a - b) / abs(a) if a != 0 else (0.0 if b == 0 else math.inf)
+
+
+def loss_drift(record: dict[str, Any], again: dict[str, Any]) -> tuple[float, str | None]:
+    """The largest relative difference of a loss between a record and its re-run, and where (0.0, None if none)."""
+    drifts = [(d, name) for name, a, b in _figures(record, again)
+              if name.endswith("loss") and (d := _relative(a, b)) is not None and d > 0]
+    return max(drifts, default=(0.0, None))
+
+
+def compare(record: dict[str, Any], again: dict[str, Any], rtol: float = 0.0) -> list[str]:
+    """Every difference between a record and its re-run, one line each ([] when they agree).
+
+    Losses may differ by a relative ``rtol``; every other figure (accuracies, epochs, selection) must be equal.
+    """
     diffs = []
     if record.get("data", {}).get("sha256") != again.get("data", {}).get("sha256"):
         diffs.append(f"data: the dataset files differ (sha256 {record.get('data', {}).get('sha256')} in the record, "
                      f"{again.get('data', {}).get('sha256')} now)")
-    for key in REPORTED:
-        if key in record and not _same(record[key], again.get(key)):
-            diffs.append(f"{key}: {record[key]!r} in the record, {again.get(key)!r} re-run")
     old, new = record.get("history") or [], again.get("history") or []
     if len(old) != len(new):
         diffs.append(f"history: {len(old)} epochs in the record, {len(new)} re-run")
-    for i, (a, b) in enumerate(zip(old, new, strict=False)):
-        for key in sorted(set(a) | set(b)):
-            if not _same(a.get(key), b.get(key)):
-                diffs.append(f"history[{i}].{key}: {a.get(key)!r} in the record, {b.get(key)!r} re-run")
+    for name, a, b in _figures(record, again):
+        if _same(a, b):
+            continue
+        drift = _relative(a, b) if name.endswith("loss") else None
+        if drift is None or drift > rtol:
+            diffs.append(f"{name}: {a!r} in the record, {b!r} re-run")
     return diffs
 
 
-def reproduce(run_dir: str | Path, *, keep: str | Path | None = None) -> tuple[list[str], dict[str, Any]]:
+def reproduce(run_dir: str | Path, *, keep: str | Path | None = None,
+              rtol: float = 0.0) -> tuple[list[str], dict[str, Any]]:
     """(differences, the re-run's record) of a finished run re-run from its record's config.
 
-    ``keep``: re-run into this folder instead of a temporary one (to look at its files afterwards).
+    ``keep``: re-run into this folder instead of a temporary one (to look at its files afterwards);
+    ``rtol``: the relative difference allowed to losses (:func:`compare`).
     """
     from tsllm.train import run
 
@@ -86,7 +112,7 @@ def reproduce(run_dir: str | Path, *, keep: str | Path | None = None) -> tuple[l
     with tempfile.TemporaryDirectory(prefix="tsllm-reproduce-") as tmp:
         target = Path(keep) if keep is not None else Path(tmp) / "run"
         again = run(cfg, run_dir=target)
-    return compare(record, again), again
+    return compare(record, again, rtol), again
 
 
 def cpu_note(record: dict[str, Any], again: dict[str, Any]) -> str | None:
@@ -102,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tsllm.reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, help="finished run directories (record.json)")
     parser.add_argument("--keep", type=Path, default=None, help="re-run into this folder (one run directory only)")
+    parser.add_argument("--rtol", type=float, default=0.0,
+                        help="relative difference allowed to losses (a re-run on another CPU); default 0: exact")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
@@ -111,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     for run_dir in args.run_dirs:
         start = time.perf_counter()
         try:
-            diffs, again = reproduce(run_dir, keep=args.keep)
+            diffs, again = reproduce(run_dir, keep=args.keep, rtol=args.rtol)
         except ReproduceError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -125,8 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             if again and (note := cpu_note(read_record(run_dir), again)):
                 print(f"  note: {note}")
         else:
-            print(f"{run_dir}: reproduced exactly: test_acc {again['test_acc']:.4f}, {len(again.get('history') or [])} "
+            drift, where = loss_drift(read_record(run_dir), again)
+            how = "exactly" if where is None else (f"within --rtol {args.rtol:g}: every figure but the losses exactly, "
+                                                   f"the losses by at most {drift:.2g} relative ({where})")
+            print(f"{run_dir}: reproduced {how}: test_acc {again['test_acc']:.4f}, {len(again.get('history') or [])} "
                   f"epochs of history, {again.get('threads')} thread(s), {time.perf_counter() - start:.0f} s")
+            if where is not None and (note := cpu_note(read_record(run_dir), again)):
+                print(f"  note: {note}")
     return 1 if failed else 0
 
 

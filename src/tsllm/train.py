@@ -47,7 +47,6 @@ from tsllm.records import (
     mark_finished,
     read_record,
     run_dir_lock,
-    source_digest,
     write_record,
 )
 from tsllm.tracking import NullTracker, run_labels
@@ -201,7 +200,6 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, previous: dict[str
     record.fit = result
     if main:  # diagnostics write into the run folder, and run after selection on the main process's weights
         _diagnose(model, data, run_dir, record, cfg.get("diagnostics"))
-    record.env["source"] = source_digest()  # again: modules imported since the start (diagnostics) count too
     record.status = "finished"
     log.info("%s%s: val_acc=%s test_acc=%.4f (selected at epoch %d by %s; last epoch %.4f) in %.0f s -> %s",
              name, _overrides(), f"{result.val_acc:.4f}" if result.val_acc is not None else "n/a", result.test_acc,
