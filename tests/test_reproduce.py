@@ -67,6 +67,9 @@ def test_rtol_lets_losses_drift_by_that_much_and_nothing_else(fresh: Path, tmp_p
     record = json.loads((fresh / "record.json").read_text())
     (accuracy / "record.json").write_text(json.dumps({**record, "test_acc": record["test_acc"] + 0.001}))
     assert reproduce_main(["--rtol", "0.5", str(accuracy)]) == 1  # accuracies are always compared exactly
+    (tmp_path / "nan").mkdir()
+    nan = edited(fresh, tmp_path / "nan", lambda r: r["history"][1].update(train_loss=float("nan")))
+    assert reproduce_main(["--rtol", "0.5", str(nan)]) == 1  # a NaN loss against a number differs at any rtol
 
 
 def test_the_source_hash_names_the_tree_not_the_modules_a_process_imported(fresh: Path) -> None:

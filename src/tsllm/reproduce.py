@@ -78,7 +78,7 @@ def compare(record: dict[str, Any], again: dict[str, Any], rtol: float = 0.0) ->
         if _same(a, b):
             continue
         drift = _relative(a, b) if name.endswith("loss") else None
-        if drift is None or drift > rtol:
+        if drift is None or not drift <= rtol:  # a NaN against a number is a difference at any rtol
             diffs.append(f"{name}: {a!r} in the record, {b!r} re-run")
     return diffs
 
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         except ReproduceError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        record = read_record(run_dir)
         if diffs:
             failed += 1
             print(f"{run_dir}: DIFFERS in {len(diffs)} place(s)")
@@ -150,15 +151,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {line}")
             if len(diffs) > 50:
                 print(f"  ... and {len(diffs) - 50} more")
-            if again and (note := cpu_note(read_record(run_dir), again)):
+            if again and (note := cpu_note(record, again)):
                 print(f"  note: {note}")
         else:
-            drift, where = loss_drift(read_record(run_dir), again)
+            drift, where = loss_drift(record, again)
             how = "exactly" if where is None else (f"within --rtol {args.rtol:g}: every figure but the losses exactly, "
                                                    f"the losses by at most {drift:.2g} relative ({where})")
             print(f"{run_dir}: reproduced {how}: test_acc {again['test_acc']:.4f}, {len(again.get('history') or [])} "
                   f"epochs of history, {again.get('threads')} thread(s), {time.perf_counter() - start:.0f} s")
-            if where is not None and (note := cpu_note(read_record(run_dir), again)):
+            if where is not None and (note := cpu_note(record, again)):
                 print(f"  note: {note}")
     return 1 if failed else 0
 
