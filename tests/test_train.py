@@ -281,6 +281,22 @@ def test_unreachable_hub_switches_to_the_cache_and_fails_with_its_message(tmp_pa
     assert "is not in the local Hugging Face cache" in out.stdout + out.stderr
 
 
+def test_reading_an_llm_config_switches_to_the_cache_when_the_hub_is_unreachable(tmp_path: Path) -> None:
+    # Every reader of an LLM's config (a standalone run's latent size, the planner, the check) goes through
+    # load_config: the switch lives there, not in each caller (the planner's standalone runs under
+    # llama31_8b waited out the hub's retries before it did).
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT="https://hub.invalid", HF_HOME=str(tmp_path / "hf"))
+    code = ("import logging; logging.basicConfig(level=logging.INFO)\n"
+            "from tsllm.config import LLMConfig\nfrom tsllm.llm import BackboneError, load_config\n"
+            "try:\n    load_config(LLMConfig(name='x', name_or_path='meta-llama/Llama-3.1-8B'))\n"
+            "except BackboneError as e:\n    print('refused:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert "from the local cache only" in out.stdout + out.stderr, out.stderr[-2000:]
+    assert "refused:" in out.stdout and "is not in the local Hugging Face cache" in out.stdout
+
+
 def test_a_run_uses_the_threads_it_is_given_and_records_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 

@@ -19,7 +19,6 @@ from tsllm.data import DatasetSplits, load_ucr
 from tsllm.encoders import build_encoder
 from tsllm.identity import Identity, identify
 from tsllm.llm import freeze, hidden_size, load_config, load_llm
-from tsllm.llm.loading import offline_if_hub_unreachable
 from tsllm.loop import seed_everything
 from tsllm.model import DataShape, TSClassifier
 from tsllm.readers import ReaderContext, build_reader
@@ -56,7 +55,6 @@ def build_model(cfg: Any, data: DataShape, *, llm: Backbone | None = None, run_d
     hands the raw series to a reader that reads series itself (mode=text).
     """
     spec = LLMConfig.from_cfg(cfg.llm)
-    offline_if_hub_unreachable(spec.name_or_path)
     latent_dim = hidden_size(llm[0].config if llm is not None else load_config(spec))
     enc_args = plain(cfg.encoder)
     name = enc_args.pop("name")

@@ -44,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tsllm.build import build, load_backbone, load_data
 from tsllm.config import LLMConfig, TrainConfig
 from tsllm.llm import BackboneError, load_config
-from tsllm.llm.loading import offline_if_hub_unreachable, quantization_problem
+from tsllm.llm.loading import quantization_problem
 from tsllm.loop import _Fit
 from tsllm.memory import footprint, llm_storage
 from tsllm.train import CONF_DIR
@@ -102,7 +102,6 @@ def choose_llm(gpu: bool) -> str:
         return "smollm2_135m"
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         spec = LLMConfig.from_cfg(compose(config_name="train", overrides=["llm=llama31_8b"]).llm)
-    offline_if_hub_unreachable(spec.name_or_path)
     try:
         load_config(spec)
         return "llama31_8b"

@@ -57,7 +57,6 @@ from tsllm.data import UCR2015_85, DataError, DatasetSplits, Split, register_res
 from tsllm.flops import count_forward_flops, count_train_step_flops
 from tsllm.identity import identify, without
 from tsllm.llm import BackboneError, freeze, load_config, resolve_dtype, tokenizer_of
-from tsllm.llm.loading import offline_if_hub_unreachable
 from tsllm.loop import _Fit, resolve_threads, save_atomic
 from tsllm.memory import CONTEXT_GIB, GIB, GPU_GIB, HEADROOM, Footprint, footprint
 from tsllm.model import TSClassifier
@@ -248,7 +247,6 @@ class Backbones:
         key = json.dumps(plain(cfg.llm), sort_keys=True)
         if key not in self._meta:
             spec = LLMConfig.from_cfg(cfg.llm)
-            offline_if_hub_unreachable(spec.name_or_path)  # else each lookup below retries the hub for minutes
             with torch.device("meta"):
                 llm = AutoModelForCausalLM.from_config(self._config(spec))
             if spec.num_layers is not None:

@@ -169,6 +169,7 @@ def load_config(spec: LLMConfig):
         return _random_config(spec.random_config, vocab_size=len(byte_tokenizer()))
     if spec.name_or_path is None:
         raise BackboneError("llm.name_or_path is null and llm.random_config is null: nothing to load")
+    offline_if_hub_unreachable(spec.name_or_path)  # else a hub id that is not cached retries the hub for a minute
     location = resolve_location(spec.name_or_path)
     try:
         if spec.gguf_file:
