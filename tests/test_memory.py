@@ -21,7 +21,7 @@ from tsllm.llm import expanded_cache, freeze, load_llm, prefix_key_values
 from tsllm.memory import GIB, Footprint, LLMShape, Memory, _lora_inputs, footprint, out_of_memory_advice
 from tsllm.readers.llm import add_lora
 
-from conftest import make_cfg
+from conftest import dev_dependency, make_cfg
 
 DIMS = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
             vocab_size=100)
@@ -123,7 +123,7 @@ def test_a_standalone_model_has_no_llm_weights_and_keeps_its_whole_graph() -> No
 
 @pytest.mark.parametrize("kind", ["8bit", "4bit"])
 def test_quantised_weights_are_what_bitsandbytes_stores(kind: str) -> None:
-    bnb = pytest.importorskip("bitsandbytes")
+    bnb = dev_dependency("bitsandbytes")
     spec = LLMConfig.from_cfg(dict(make_cfg("llm=tiny_random", f"llm.quantization={kind}").llm))
     llm, tokenizer = load_llm(spec)
     model = tiny_hybrid(f"llm.quantization={kind}")

@@ -1,8 +1,8 @@
 """llm.quantization=8bit|4bit through bitsandbytes: refused in one line where it cannot run, exact where it can.
 
 bitsandbytes 0.50.2 from PyPI runs both kinds on this CPU (checked 2026-12-07 with transformers 5.25), so the
-hybrid path is tested here with a tiny random Llama, quantised as a pretrained one is loaded. Without
-bitsandbytes those tests skip and the refusal tests still run.
+hybrid path is tested here with a tiny random Llama, quantised as a pretrained one is loaded. bitsandbytes is
+part of tsllm[dev], so these tests run wherever the suite does; the refusal tests fake its absence.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tsllm.preflight import check_command_line
 from tsllm.readers import LLMReader
 from tsllm.train import CONF_DIR, run
 
-from conftest import make_cfg
+from conftest import dev_dependency, make_cfg
 
 
 def tiny_spec(quantization: str | None) -> LLMConfig:
@@ -44,7 +44,7 @@ def test_without_bitsandbytes_a_quantised_run_is_refused_before_anything_exists(
 
 
 def test_an_old_bitsandbytes_or_an_unsupported_device_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    bnb = pytest.importorskip("bitsandbytes")
+    bnb = dev_dependency("bitsandbytes")
     installed = L._installed_version
     monkeypatch.setattr(L, "_installed_version", lambda name: "0.41.0")
     assert "needs bitsandbytes>=" in L.quantization_problem("8bit") and "0.41.0 is installed" in L.quantization_problem("8bit")
@@ -57,7 +57,7 @@ def test_an_old_bitsandbytes_or_an_unsupported_device_is_named(monkeypatch: pyte
 
 def dequantised_twin(quantised: torch.nn.Module) -> torch.nn.Module:
     """The same tiny model in float32 with each quantised Linear replaced by its dequantised weight."""
-    bnb = pytest.importorskip("bitsandbytes")
+    bnb = dev_dependency("bitsandbytes")
     from bitsandbytes.functional import dequantize_4bit
 
     twin, _ = load_llm(tiny_spec(None))
@@ -74,7 +74,7 @@ def dequantised_twin(quantised: torch.nn.Module) -> torch.nn.Module:
 def test_quantised_llm_reads_latents_and_passes_their_gradient_on_cpu(kind: str, tol: float) -> None:
     # 4-bit dequantises each weight for a float32 matmul: equal to its dequantised twin. 8-bit also rounds
     # the input rows to int8 (through float16): within a few per mille.
-    bnb = pytest.importorskip("bitsandbytes")
+    bnb = dev_dependency("bitsandbytes")
     llm, tokenizer = load_llm(tiny_spec(kind))
     llm = freeze(llm)
     layer = llm.model.layers[0].mlp.up_proj
@@ -97,7 +97,7 @@ def test_quantised_llm_reads_latents_and_passes_their_gradient_on_cpu(kind: str,
 
 
 def test_a_4bit_hybrid_run_trains_on_cpu(tmp_path: Path) -> None:
-    pytest.importorskip("bitsandbytes")
+    dev_dependency("bitsandbytes")
     record = run(make_cfg("mode=hybrid", "llm=tiny_random", "llm.quantization=4bit", "encoder=mlp", "train.epochs=2"),
                  run_dir=tmp_path / "run")
     assert record["status"] == "finished" and record["config"]["llm"]["quantization"] == "4bit"

@@ -19,7 +19,9 @@ from hydra.utils import instantiate
 from tsllm import train
 from tsllm.train import CONF_DIR
 
-pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+from conftest import dev_dependency
+
+dev_dependency("hydra_plugins.hydra_submitit_launcher")
 
 
 def submit_without_a_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *overrides: str,
