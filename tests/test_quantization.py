@@ -8,13 +8,16 @@ part of tsllm[dev], so these tests run wherever the suite does; the refusal test
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from tsllm.build import build_model
 from tsllm.config import LLMConfig
 from tsllm.llm import BackboneError, freeze, load_llm
 from tsllm.llm import loading as L
+from tsllm.model import parameter_counts
 from tsllm.preflight import check_command_line
 from tsllm.readers import LLMReader
 from tsllm.train import CONF_DIR, run
@@ -102,3 +105,16 @@ def test_a_4bit_hybrid_run_trains_on_cpu(tmp_path: Path) -> None:
                  run_dir=tmp_path / "run")
     assert record["status"] == "finished" and record["config"]["llm"]["quantization"] == "4bit"
     assert record["history"][-1]["train_loss"] != record["history"][0]["train_loss"]
+
+
+@pytest.mark.parametrize("kind", ["8bit", "4bit"])
+def test_a_quantised_llm_counts_the_parameters_it_stands_for(kind: str) -> None:
+    # A 4-bit weight stores two parameters a byte: counted by numel, its LLM looked half as large as it is.
+    dev_dependency("bitsandbytes")
+    counts = {q: parameter_counts(build_model(make_cfg("mode=hybrid", "llm=tiny_random", "encoder=mlp",
+                                                       f"llm.quantization={q or 'null'}"),
+                                              SimpleNamespace(name="x", n_channels=1, length=24, num_classes=2)))
+              for q in (None, kind)}
+    assert counts[kind] == counts[None]
+    assert counts[None]["frozen"] > 0
+

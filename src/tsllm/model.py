@@ -59,10 +59,17 @@ class TSClassifier(nn.Module):
         self.load_state_dict(state, strict=False)
 
 
+def _count(p: nn.Parameter) -> int:
+    """The parameters a tensor stands for: a 4-bit weight packs two into each stored byte, and bitsandbytes
+    keeps the unpacked shape in its quant_state."""
+    state = getattr(p, "quant_state", None)
+    return state.shape.numel() if state is not None else p.numel()
+
+
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     """Trainable and frozen parameter counts, and the trainable count of each top-level part."""
     counts = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-              "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad)}
+              "frozen": sum(_count(p) for p in model.parameters() if not p.requires_grad)}
     for name, child in model.named_children():
         counts[f"trainable_{name}"] = sum(p.numel() for p in child.parameters() if p.requires_grad)
     align = getattr(getattr(model, "reader", None), "align", None)
