@@ -49,7 +49,7 @@ def run_case(out: Path, overrides: list[str]) -> None:
     epochs: list[dict[str, torch.Tensor]] = []
     writes: list[str] = []
     refreshes: list[dict[str, Any]] = []
-    step, save, update_bn = loop._Fit.step, loop.save_atomic, loop.update_bn
+    step, save, update_bn = loop.Fit.step, loop.save_atomic, loop.update_bn
 
     def indices(x: torch.Tensor) -> list[int]:
         return [rows[r.numpy().tobytes()] for r in x.cpu()]
@@ -75,12 +75,12 @@ def run_case(out: Path, overrides: list[str]) -> None:
         refreshes.append({"batches": batches, "buffers": {k: v.clone() for k, v in encoder.state_dict().items()
                                                           if k.endswith(("running_mean", "running_var"))}})
 
-    loop._Fit.step, loop.save_atomic, loop.update_bn = seen_step, recorded_save, recorded_update_bn
+    loop.Fit.step, loop.save_atomic, loop.update_bn = seen_step, recorded_save, recorded_update_bn
     try:
         result = loop.fit(model, data, train_cfg, seed=seed, run_dir=out / "run",
                           on_epoch=lambda row: epochs.append(model.trainable_state()))
     finally:
-        loop._Fit.step, loop.save_atomic, loop.update_bn = step, save, update_bn
+        loop.Fit.step, loop.save_atomic, loop.update_bn = step, save, update_bn
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"steps": steps, "epochs": epochs, "final": model.trainable_state(), "result": asdict(result),
                 "writes": writes, "refreshes": refreshes, "processes": loop.process_state().num_processes},

@@ -16,7 +16,7 @@ import tsllm.loop as loop
 from tsllm.train import cli
 
 PAUSE_AFTER = int(sys.argv.pop(1))
-report = loop._Fit.report
+report = loop.Fit.report
 
 
 def paused(self: Any, row: dict[str, float]) -> None:
@@ -26,7 +26,7 @@ def paused(self: Any, row: dict[str, float]) -> None:
         time.sleep(600)
 
 
-loop._Fit.report = paused
+loop.Fit.report = paused
 
 if __name__ == "__main__":
     cli()

@@ -4,7 +4,7 @@
     python -m tsllm.check --llm smollm2_135m  # any machine: the embedded backbone
 
 A short hybrid run of GunPoint (Inception encoder, the study's prompt), built by :mod:`tsllm.build` and
-stepped by the loop's own step (:class:`tsllm.loop._Fit`), in each storage of the LLM this machine should
+stepped by the loop's own step (:class:`tsllm.loop.Fit`), in each storage of the LLM this machine should
 serve: on a GPU bf16 and 4-bit (batch 32, the study's), on a CPU float32 and, briefly (one timed step),
 bf16 and 4-bit where bitsandbytes runs here (batch 8, to stay within minutes). Each storage runs with and without the prompt's prefix cache, and the check prints:
 
@@ -45,7 +45,7 @@ from tsllm.build import build, load_backbone, load_data
 from tsllm.config import LLMConfig, TrainConfig
 from tsllm.llm import BackboneError, load_config
 from tsllm.llm.loading import quantization_problem
-from tsllm.loop import _Fit
+from tsllm.loop import Fit
 from tsllm.memory import footprint, llm_storage
 from tsllm.train import CONF_DIR
 
@@ -144,7 +144,7 @@ def run_variant(label: str, cfg: DictConfig, data, backbone, batch: int, steps: 
     """Build the run (tsllm.build), step it with the loop's own step, time and measure it."""
     model = build(cfg, llm=backbone, data=data).model  # the loop's Accelerator follows each variant's precision
     with tempfile.TemporaryDirectory(prefix="tsllm-check-") as tmp:
-        loop = _Fit(model, data, TrainConfig.from_cfg(cfg.train), seed=cfg.seed, run_dir=Path(tmp), on_epoch=None)
+        loop = Fit(model, data, TrainConfig.from_cfg(cfg.train), seed=cfg.seed, run_dir=Path(tmp), on_epoch=None)
         device = next(p for p in loop.base.parameters() if p.requires_grad).device
         x, y = (torch.from_numpy(a[:batch]).to(device) for a in (data.train.x, data.train.y))
         loop.warm_up(x[:1])  # the prompt's key/value cache, built once outside the count, as the loop does

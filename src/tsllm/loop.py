@@ -184,13 +184,16 @@ def fit(model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, seed: int, r
     `model` is a TSClassifier: it has `.encoder`, `trainable_state()` and `load_trainable_state()`.
     """
     try:
-        return _Fit(model, data, cfg, seed=seed, run_dir=Path(run_dir), on_epoch=on_epoch).run()
+        return Fit(model, data, cfg, seed=seed, run_dir=Path(run_dir), on_epoch=on_epoch).run()
     except torch.OutOfMemoryError as e:
         raise MemoryError(out_of_memory_advice(model, data, cfg)) from e
 
 
-class _Fit:
-    """One call of `fit`: the prepared objects and the named steps of the loop."""
+class Fit:
+    """One call of `fit`: the prepared objects and the named steps of the loop.
+
+    Public so that the planner (`tsllm.plan`) and `tsllm.check` time and test the loop's own steps; train
+    through `fit`, which also turns running out of memory into advice."""
 
     def __init__(self, model: nn.Module, data: DatasetSplits, cfg: TrainConfig, *, seed: int, run_dir: Path,
                  on_epoch: Callable[[dict[str, float]], None] | None) -> None:

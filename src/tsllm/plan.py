@@ -57,7 +57,7 @@ from tsllm.data import UCR2015_85, DataError, DatasetSplits, Split, register_res
 from tsllm.flops import count_forward_flops, count_train_step_flops
 from tsllm.identity import identify, without
 from tsllm.llm import BackboneError, freeze, load_config, resolve_dtype, tokenizer_of
-from tsllm.loop import _Fit, resolve_threads, save_atomic
+from tsllm.loop import Fit, resolve_threads, save_atomic
 from tsllm.memory import CONTEXT_GIB, GIB, GPU_GIB, HEADROOM, Footprint, footprint
 from tsllm.model import TSClassifier
 from tsllm.preflight import experiment_axes
@@ -392,7 +392,7 @@ def measure(cfg: DictConfig, data: DatasetSplits, backbone: tuple[nn.Module, Any
         model = build(cfg, llm=backbone, run_dir=tmp, data=data).model
         environment()
         setup = time.perf_counter() - start + (llm_seconds if backbone is not None else 0.0)
-        loop = _Fit(model, data, train_cfg, seed=cfg.seed, run_dir=Path(tmp), on_epoch=None)
+        loop = Fit(model, data, train_cfg, seed=cfg.seed, run_dir=Path(tmp), on_epoch=None)
         x, y = torch.from_numpy(data.train.x), torch.from_numpy(data.train.y)
         reader = model.reader
         read = 0.0
