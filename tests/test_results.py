@@ -676,6 +676,9 @@ def test_report_refresh_rewrites_stale_tables_and_check_names_them(hand_dir: Pat
     with pytest.raises(RuntimeError, match=rf"{doc}:1: .*failed \(exit 2\): error: --arm nope"):
         generated.refresh(doc)
     assert generated.main([str(doc)]) == 2
+    doc.write_text(f"python -m tsllm.results {hand_dir} --where seed=99 --headline\n\n| a |\n")
+    with pytest.raises(RuntimeError, match=rf"{doc}:1: .*failed \(exit 1\): ERROR tsllm.results: no usable finished"):
+        generated.refresh(doc)
 
 
 # ------------------------------------------------------------------------------------------- notebooks

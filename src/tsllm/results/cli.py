@@ -35,6 +35,10 @@ EPILOG = """examples:
   python -m tsllm.results results/runs --out results --reference     # rewrites the committed evidence"""
 
 
+#: How the results' messages read on stderr (``tsllm.results.report`` captures them in the same form).
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
 def parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(prog="python -m tsllm.results", epilog=EPILOG,
@@ -79,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--headline, --controls, --diagnostics, --pair and --ranks each print one table: give one")
     if args.arm and not (args.controls or args.diagnostics):
         p.error("--arm selects rows of one table: use it with --controls or --diagnostics")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     if args.experiment is not None:
         from tsllm.experiment import ExperimentError, load_experiment
 

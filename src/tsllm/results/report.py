@@ -3,7 +3,7 @@ what the committed records print.
 
 A generated table is a line that starts with ``python -m tsllm.results`` and prints one table (``--headline``,
 ``--controls``, ``--diagnostics``, ``--pair`` or ``--ranks``), then, below it and before the next such line or heading, the
-``_protocol ..._`` note and the ``|`` table that command prints. Refreshing re-runs each command from the
+``_protocol ..._`` note and the ``|`` table that command prints. Refreshing re-runs each command (in this process) from the
 repository's root (the folder above the file that holds pyproject.toml) and rewrites its note and table;
 ``--check`` rewrites nothing and fails naming each stale table, so neither file keeps numbers its records no
 longer give. The test suite runs the check.
@@ -12,8 +12,10 @@ longer give. The test suite runs the check.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import logging
 import shlex
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,14 +77,34 @@ def root_of(path: Path) -> Path:
 
 
 def render(argv: Sequence[str], cwd: Path, where: str) -> tuple[str | None, list[str]]:
-    """Run one command from `cwd` (the repository root): its ``_protocol`` note, if printed, and its table."""
-    proc = subprocess.run([sys.executable, "-m", "tsllm.results", *argv], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
-    if proc.returncode != 0:
-        messages = [m for m in proc.stderr.splitlines() if m.startswith(("error", "ERROR"))]
-        raise RuntimeError(f"{where}: `{PREFIX}{shlex.join(argv)}` failed (exit {proc.returncode}): "
-                           f"{'; '.join(messages) or proc.stderr.strip()[-500:]}")
-    printed = proc.stdout.splitlines()
+    """Run one command from `cwd` (the repository root): its ``_protocol`` note, if printed, and its table.
+
+    The command runs in this process (``tsllm.results.cli.main`` with the same arguments, as ``python -m``
+    would run it), so the imports are paid once for every table of a file, not once per table.
+    """
+    from tsllm.results import cli
+
+    # Before stderr is redirected: the command's own logging.basicConfig is then a no-op, and no handler is
+    # left writing into this call's buffer.
+    logging.basicConfig(level=logging.WARNING, format=cli.LOG_FORMAT, stream=sys.stderr)
+    out, err = io.StringIO(), io.StringIO()
+    errors = logging.StreamHandler(err)  # what the command logs (e.g. "no usable finished runs")
+    errors.setLevel(logging.ERROR)
+    errors.setFormatter(logging.Formatter(cli.LOG_FORMAT))
+    logging.getLogger("tsllm").addHandler(errors)
+    try:
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(argv))
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else 2
+    finally:
+        logging.getLogger("tsllm").removeHandler(errors)
+    if code != 0:
+        messages = [m for m in err.getvalue().splitlines() if m.startswith(("error", "ERROR"))]
+        raise RuntimeError(f"{where}: `{PREFIX}{shlex.join(argv)}` failed (exit {code}): "
+                           f"{'; '.join(messages) or err.getvalue().strip()[-500:]}")
+    printed = out.getvalue().splitlines()
     note = next((line for line in printed if line.startswith("_protocol")), None)
     return note, [line for line in printed if line.startswith("|")]
 
