@@ -12,6 +12,7 @@ for every group before anything is created).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import types
 import typing
@@ -25,6 +26,14 @@ from tsllm.data import MISSING_STRATEGIES, NORMALISATIONS
 
 #: Field metadata of a setting that names a run's arm when it is off its default (``tsllm.identity``).
 ARM = {"arm": True}
+
+
+@functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints(cls)``, evaluated once per class: every config built (thousands when the
+    results load their records) would otherwise re-evaluate the string annotations."""
+    return typing.get_type_hints(cls)
+
 
 T = TypeVar("T", bound="Checked")
 
@@ -61,7 +70,7 @@ class Checked:
     section: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
+        hints = type_hints(type(self))
         for f in fields(self):
             allowed = literal_values(hints[f.name])
             value = getattr(self, f.name)
@@ -78,7 +87,7 @@ class Checked:
         if unknown:
             raise ConfigError(f"{', '.join(f'{cls.section}.{k}' for k in unknown)}: unknown key; "
                               f"{describe_keys(cls.section, given.get('name'), known)}")
-        hints = typing.get_type_hints(cls)
+        hints = type_hints(cls)
         for name, value in given.items():
             nested = _dataclass_in(hints[name])
             if nested is not None and isinstance(value, dict):
@@ -312,7 +321,7 @@ def _field_with(default: Any) -> Any:
 
 def omegaconf_schema(cls: type[Checked]) -> type:
     """A copy of a config type that OmegaConf can hold: Literal -> its base type, sequences -> lists."""
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     specs = []
     for f in fields(cls):
         kw = {"default": f.default} if f.default is not dataclasses.MISSING else {"default_factory": f.default_factory}
