@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -20,6 +23,7 @@ import pytest
 from scipy import stats
 
 from tsllm import results as R
+from tsllm.results import cli
 from tsllm.results import report as generated
 from tsllm.results.markdown import controls_markdown, diagnostics_markdown
 
@@ -643,6 +647,33 @@ def test_report_sections_show_generated_tables(doc: str, title: str, flag: str) 
     start = lines.index(next(line for line in lines if line.startswith(title)))
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")), len(lines))
     assert any(start < g.line <= end and flag in g.argv for g in generated.generated_tables(lines)), (title, flag)
+
+
+def readme_results_commands() -> list[list[str]]:
+    """Every ``python -m tsllm.results`` command in README.md's code blocks, as its arguments."""
+    commands, in_block = [], False
+    for line in (REPO / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            in_block = line.startswith("```bash")
+        elif in_block and line.startswith(generated.PREFIX):
+            commands.append(shlex.split(line[len(generated.PREFIX):].split("  #")[0]))
+    return commands
+
+
+@pytest.mark.parametrize("argv", readme_results_commands(), ids=" ".join)
+def test_each_results_example_of_the_readme_finds_runs_and_pairs(argv: list[str], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader who pastes an example gets runs and paired tables, not an empty report."""
+    if "--out" in argv:
+        argv[argv.index("--out") + 1] = str(tmp_path)
+    elif not any(flag in argv for flag in generated.ONE_TABLE):
+        argv = [*argv, "--out", str(tmp_path)]
+    monkeypatch.chdir(REPO)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(argv) == 0
+    assert "|" in printed.getvalue()
+    assert "No usable runs" not in printed.getvalue() and "No pairs" not in printed.getvalue()
 
 
 @pytest.mark.parametrize("doc", generated.DEFAULT_FILES)
