@@ -272,6 +272,27 @@ def test_reader_group_records_label_arms_from_varying_keys(tmp_path: Path) -> No
     assert controls.loc["standalone", "vs"] == "hybrid[reader.prompt=study]"
 
 
+def test_the_headline_pairs_each_variant_with_its_own_no_llm_arm(tmp_path: Path) -> None:
+    # Records from before readers name the no-LLM arm `standalone`, later ones `mean`: a table of both
+    # generations (python -m tsllm.results results/runs) used one baseline and dropped the other's variants.
+    def reader_record(dataset: str, seed: int, acc: float, arm: str) -> dict:
+        rec = make_record(dataset, "mlp", "standalone" if arm == "mean" else "hybrid", seed, acc,
+                          reader={"name": arm}, sweep="evidence")
+        rec["arm"] = arm
+        return rec
+
+    records = []
+    for dataset in ("A", "B"):
+        records += [make_record(dataset, "cnn", "standalone", 0, 0.8), make_record(dataset, "cnn", "hybrid", 0, 0.7),
+                    reader_record(dataset, 0, 0.9, "mean"), reader_record(dataset, 0, 0.6, "llm")]
+    df = _frame(records, tmp_path)
+    headline = R.headline_table(df, "val_selected").set_index("variant")
+    assert headline.loc["cnn", ["arm", "vs"]].tolist() == ["hybrid", "standalone"]
+    assert headline.loc["mlp", ["arm", "vs"]].tolist() == ["llm", "mean"]
+    assert headline.loc["mlp", "delta"] == pytest.approx(-0.3) and headline.loc["mlp", "n pairs"] == 2
+    assert headline.attrs["baseline"] == "standalone, mean"
+
+
 def test_control_arms_keep_their_short_labels_and_the_kernel_ablation_pairs_with_the_plain_llm(tmp_path: Path) -> None:
     def control(dataset: str, seed: int, acc: float, arm: str, num_layers: int | None = None,
                 kernel_sizes: list[int] | None = None, encoder: str = "inception") -> dict:

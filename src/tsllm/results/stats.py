@@ -104,27 +104,33 @@ def paired_datasets(df: pd.DataFrame, protocol: str, baseline: str | None = None
     """Per variant, arm and dataset: both arms' means over the seeds they share (the pairs).
 
     Columns: ``variant``, ``arm``, ``vs`` (the baseline arm), ``dataset``, ``n pairs`` (paired seeds),
-    ``acc vs``, ``acc arm``. ``baseline`` defaults to the no-LLM arm (:func:`default_baseline`).
+    ``acc vs``, ``acc arm``. ``baseline`` defaults to each variant's own no-LLM arm (:func:`default_baseline`
+    of the arms that variant ran): records from before readers call it ``standalone``, later ones ``mean``,
+    and one baseline for a table that holds both would leave the other generation's variants out unsaid.
     """
     runs = usable_runs(df, protocol)
-    all_arms = list(runs["arm"].unique()) if len(runs) else []
-    baseline = baseline or default_baseline(all_arms)
     columns = ["variant", "arm", "vs", "dataset", "n pairs", "acc vs", "acc arm"]
-    if baseline is None or runs.empty:
+    if runs.empty:
         return pd.DataFrame(columns=columns)
     seeds = per_seed(runs, ["variant", "arm", "context"])
-    base = seeds[seeds["arm"] == baseline]
     keys = ["variant", "context", "dataset", "seed"]
-    frames = []
-    for arm in [a for a in ordered(arms or all_arms, MODE_ORDER) if a != baseline]:
-        pairs = base.merge(seeds[seeds["arm"] == arm], on=keys, suffixes=(" vs", " arm"))
-        grouped = pairs.groupby(["variant", "dataset"], sort=False)
-        per_dataset = grouped.agg(**{"n pairs": ("seed", "size"), "acc vs": ("acc vs", "mean"),
-                                     "acc arm": ("acc arm", "mean")}).reset_index()
-        frames.append(per_dataset.assign(arm=arm, vs=baseline))
+    frames, baselines = [], []
+    for _, runs_of_variant in seeds.groupby("variant", sort=False):
+        present = list(runs_of_variant["arm"].unique())
+        vs = baseline or default_baseline(present)
+        if vs is None or vs not in present:
+            continue
+        baselines.append(vs)
+        base = runs_of_variant[runs_of_variant["arm"] == vs]
+        for arm in [a for a in ordered(arms or present, MODE_ORDER) if a != vs]:
+            pairs = base.merge(runs_of_variant[runs_of_variant["arm"] == arm], on=keys, suffixes=(" vs", " arm"))
+            grouped = pairs.groupby(["variant", "dataset"], sort=False)
+            per_dataset = grouped.agg(**{"n pairs": ("seed", "size"), "acc vs": ("acc vs", "mean"),
+                                         "acc arm": ("acc arm", "mean")}).reset_index()
+            frames.append(per_dataset.assign(arm=arm, vs=vs))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     out = out.reindex(columns=columns)
-    out.attrs["baseline"] = baseline
+    out.attrs["baseline"] = baseline or (", ".join(dict.fromkeys(baselines)) or None)
     return out
 
 
