@@ -642,6 +642,19 @@ def test_plot_paired_prints_n(hand: pd.DataFrame) -> None:
     assert any("n = 2 pairs / 2 datasets" in t.get_text() for t in fig.axes[0].texts)
 
 
+def test_plot_paired_wraps_long_labels_so_that_no_two_overlap(hand: pd.DataFrame) -> None:
+    row = R.headline_table(hand, "val_selected")
+    table = pd.concat([row] * 3, ignore_index=True)
+    table["variant"] = [f"inception[encoder.num_kernels={i}, encoder.num_tokens=16, train.lr=0.001]" for i in range(3)]
+    table["n pairs"], table["n datasets"] = 48, 16  # the widest note above the bars, at the same height in each
+    fig = R.plot_paired(table)
+    renderer = fig.canvas.get_renderer()
+    for texts in (fig.axes[0].get_xticklabels(), fig.axes[0].texts):
+        boxes = sorted((text.get_window_extent(renderer) for text in texts), key=lambda box: box.x0)
+        assert len(boxes) == 3
+        assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:]))
+
+
 def test_cli_writes_tidy_and_report(hand_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "tables"
     proc = subprocess.run([sys.executable, "-m", "tsllm.results", str(hand_dir), "--out", str(out), "--reference"],

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import pandas as pd
+
+#: Width of one bar group, and the characters a line of its label may hold at fontsize 7 (~0.053 in each):
+#: the label and the "n = 48 pairs / 16 datasets" above the bars both stay inside the group.
+GROUP_INCHES = 1.9
+TICK_WIDTH = 28
 
 
 def plot_paired(table: pd.DataFrame, ax: Any = None, title: str | None = None) -> Any:
@@ -15,7 +21,7 @@ def plot_paired(table: pd.DataFrame, ax: Any = None, title: str | None = None) -
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(1.6 * max(len(table), 1) + 2.5, 3.8))
+        _, ax = plt.subplots(figsize=(GROUP_INCHES * max(len(table), 1) + 2.5, 3.8))
     if table.empty:
         ax.set_axis_off()
         ax.text(0.5, 0.5, "no paired runs", ha="center", va="center", transform=ax.transAxes)
@@ -28,14 +34,20 @@ def plot_paired(table: pd.DataFrame, ax: Any = None, title: str | None = None) -
         ax.text(i, max(row["mean vs"], row["mean arm"]) + 0.02,
                 f"Δ {row['delta']:+.3f}\nn = {row['n pairs']} pairs / {row['n datasets']} datasets",
                 ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(list(x), [f"{v}\n{a} vs {b}" for v, a, b in zip(table["variant"], table["arm"], table["vs"],
-                                                                  strict=True)], fontsize=7)
+    ax.set_xticks(list(x), [_tick_label(v, a, b) for v, a, b in zip(table["variant"], table["arm"], table["vs"],
+                                                                    strict=True)], fontsize=7)
     ax.set_ylim(0, 1.2)
     ax.set_ylabel("mean test accuracy over paired datasets")
     if title:
         ax.set_title(title, fontsize=8)
     ax.legend(loc="upper center", ncol=2, frameon=False, fontsize=8)
     return ax.figure
+
+
+def _tick_label(variant: str, arm: str, vs: str) -> str:
+    """A bar group's label, wrapped to its width: a variant that names its settings
+    (``inception[encoder.num_kernels=6, ...]``) would otherwise run under its neighbours' bars."""
+    return "\n".join([*textwrap.wrap(str(variant), TICK_WIDTH), *textwrap.wrap(f"{arm} vs {vs}", TICK_WIDTH)])
 
 
 def plot_critical_difference(avg_ranks: pd.Series, sig_matrix: pd.DataFrame | None, ax: Any = None,
