@@ -21,7 +21,10 @@ def plot_paired(table: pd.DataFrame, ax: Any = None, title: str | None = None) -
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(GROUP_INCHES * max(len(table), 1) + 2.5, 3.8))
+        # The axes get exactly GROUP_INCHES a group (and 1.3 in of margins), however many groups there are.
+        width = GROUP_INCHES * max(len(table), 1) + 1.3
+        fig, ax = plt.subplots(figsize=(width, 3.8))
+        fig.subplots_adjust(left=1.0 / width, right=1 - 0.3 / width)
     if table.empty:
         ax.set_axis_off()
         ax.text(0.5, 0.5, "no paired runs", ha="center", va="center", transform=ax.transAxes)
@@ -36,6 +39,7 @@ def plot_paired(table: pd.DataFrame, ax: Any = None, title: str | None = None) -
                 ha="center", va="bottom", fontsize=7)
     ax.set_xticks(list(x), [_tick_label(v, a, b) for v, a, b in zip(table["variant"], table["arm"], table["vs"],
                                                                     strict=True)], fontsize=7)
+    ax.set_xlim(-0.5, len(table) - 0.5)  # no autoscale margin: it grows with the number of groups
     ax.set_ylim(0, 1.2)
     ax.set_ylabel("mean test accuracy over paired datasets")
     if title:
