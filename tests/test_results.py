@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -653,7 +654,7 @@ def test_plot_paired_wraps_long_labels_so_that_no_two_overlap(hand: pd.DataFrame
     for texts in (fig.axes[0].get_xticklabels(), fig.axes[0].texts):
         boxes = sorted((text.get_window_extent(renderer) for text in texts), key=lambda box: box.x0)
         assert len(boxes) == 30
-        assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:]))
+        assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes))
 
 
 def test_cli_writes_tidy_and_report(hand_dir: Path, tmp_path: Path) -> None:
