@@ -108,7 +108,7 @@ def reproduce(run_dir: str | Path, *, keep: str | Path | None = None,
     cfg.train.threads = threads
     ran = record.get("env", {}).get("source", {}).get("sha256")
     if ran is not None and ran != source_digest()["sha256"]:
-        log.info("%s: the source differs from the one the run imported; the numbers decide", run_dir)
+        log.info("%s: the tsllm source differs from the one the run ran (env.source); the numbers decide", run_dir)
     with tempfile.TemporaryDirectory(prefix="tsllm-reproduce-") as tmp:
         target = Path(keep) if keep is not None else Path(tmp) / "run"
         again = run(cfg, run_dir=target)
