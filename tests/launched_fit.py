@@ -91,3 +91,4 @@ if __name__ == "__main__":
     root, cases = Path(sys.argv[1]), json.loads(sys.argv[2])
     for name, overrides in cases.items():
         run_case(root / name, overrides)
+    loop.leave_processes()

@@ -81,6 +81,17 @@ def process_state() -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+def leave_processes() -> None:
+    """Leave the launch's process group, if this process joined one: the end of a multi-process command.
+
+    A process that exits still in the group can abort (SIGABRT, "terminate called without an active
+    exception") while the interpreter shuts down, as gloo's worker threads outlive it: torchrun then reports a
+    finished run as failed.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def mixed_precision(precision: str) -> str:
     """Accelerate's mixed-precision name for train.precision (``auto``: tsllm.llm.auto_dtype, as llm.dtype)."""
     if precision == "auto":

@@ -36,7 +36,7 @@ from tsllm.config import ConfigError, TrainConfig, plain, register_schemas
 from tsllm.data import DataError, register_resolvers
 from tsllm.identity import Identity, identify
 from tsllm.llm import BackboneError, resolve_dtype
-from tsllm.loop import available_cores, fit, mixed_precision, process_state, resolve_threads
+from tsllm.loop import available_cores, fit, leave_processes, mixed_precision, process_state, resolve_threads
 from tsllm.model import parameter_counts
 from tsllm.records import (
     RunDirConflict,
@@ -268,6 +268,7 @@ def cli() -> None:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
     main()
+    leave_processes()  # a run that ended well exits 0 under torchrun too (on an error, the exit says so anyway)
 
 
 if __name__ == "__main__":
