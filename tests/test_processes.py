@@ -221,6 +221,7 @@ def test_the_command_leaves_its_process_group_before_exiting(tmp_path: Path) -> 
     assert read_record(tmp_path / "run")["status"] == "finished"
     assert "joined after the command: False" in out.stdout
 
+
 # The documented command, end to end (about 20 s a launch).
 
 COMMAND = ["-m", "tsllm.train", "data.name=ItalyPowerDemand", "encoder=cnn", "encoder.channels=8", "llm=tiny_random",
