@@ -117,4 +117,3 @@ def test_a_quantised_llm_counts_the_parameters_it_stands_for(kind: str) -> None:
               for q in (None, kind)}
     assert counts[kind] == counts[None]
     assert counts[None]["frozen"] > 0
-

@@ -374,4 +374,3 @@ def register_schemas() -> None:
 def schema_of(group: str, name: str) -> type[Checked] | None:
     """The type of one group option (``schema_of("encoder", "inception")``), or None."""
     return next((t for g, n, t in schemas() if g == group and n == f"schema_{name}"), None)
-

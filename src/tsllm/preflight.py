@@ -221,4 +221,3 @@ def _keys_of(group: str, overrides: list[str], conf_dir: str) -> str:
         return describe_keys(group, node.get("name"), [str(k) for k in node])
     except Exception:  # noqa: BLE001 - the keys only help the message
         return f"see conf/{group.split('.')[0]}/"
-
