@@ -86,10 +86,9 @@ def leave_processes() -> None:
 
     A process that exits still in the group can abort (SIGABRT, "terminate called without an active
     exception") while the interpreter shuts down, as gloo's worker threads outlive it: torchrun then reports a
-    finished run as failed.
+    finished run as failed. Accelerate's own `destroy_process_group` leaves it (a notebook's forked launch keeps it).
     """
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    process_state().destroy_process_group()
 
 
 def mixed_precision(precision: str) -> str:
