@@ -8,8 +8,8 @@
 # checkpoint_best.pt (the weights selected so far, which the run reloads at its end), and a text reader's
 # features.pt, the LLM reads already made (the costly part of those runs: one stop lost ArrowHead's 36
 # TRAIN reads and most of its TEST reads). A run that has finished since drops its committed resume state
-# from the index (the files stay on this machine). Weights of runs committed as finished before this rule
-# are left as they are: they leave the tree in batches, on purpose (a deletion weighs in a push too).
+# from the index (the files stay on this machine). (The weights committed before this rule left the tree
+# by hand, in batches under the push cap, on 2026-12-07: a deletion weighs in a push too.)
 # Resume state larger than TSLLM_MAX_CHECKPOINT_MB (default 10) stays on this machine only: a submission is
 # refused whole past 256 MiB of diffs, and one session's align=prototypes resume checkpoint (a 100 x 49152
 # mixing matrix with Adam's state: 71 MB) passed that and lost the session's work. An unfinished run whose
@@ -26,13 +26,9 @@ has_resume_state() {  # $1: run dir
   for f in "${RESUME_FROM[@]}"; do [ -f "$1/$f" ] && return 0; done
   return 1
 }
-finished_at_head() {  # $1: run dir; whether its committed record already says finished
-  # Not `git show | grep -q`: grep's early exit fails git show with SIGPIPE, and pipefail the test.
-  [[ $(git show "HEAD:$1/record.json" 2>/dev/null) == *'"status": "finished"'* ]]
-}
-# Unstage the run's staged .pt files that may not travel: every one of a finished run (a changed copy of
-# weights committed before this rule included), and for an unfinished one those over the cap, and its
-# selected weights when its checkpoint_last.pt stayed out (without it the run starts again, and so do they).
+# Unstage the run's staged .pt files that may not travel: every one of a finished run, and for an unfinished
+# one those over the cap, and its selected weights when its checkpoint_last.pt stayed out (without it the run
+# starts again, and so do they).
 unstage_weights() {  # $1: run dir, $2: finished | unfinished
   local pt
   while IFS= read -r -d '' pt; do  # literal pathspecs: run dirs may hold [ ] (kernel-size lists)
@@ -59,7 +55,6 @@ while IFS= read -r rec; do
   if grep -q '"status": "finished"' "$rec"; then
     for f in "${RESUME_STATE[@]}"; do
       git ls-files --error-unmatch -- ":(literal)$dir/$f" >/dev/null 2>&1 || continue
-      [ "$f" = checkpoint_best.pt ] && finished_at_head "$dir" && continue  # committed as a finished run's
       git rm -q --cached -- ":(literal)$dir/$f"
     done
     if [ -n "$(git status --porcelain -- "$dir")" ]; then
