@@ -26,20 +26,17 @@ has_resume_state() {  # $1: run dir
   for f in "${RESUME_FROM[@]}"; do [ -f "$1/$f" ] && return 0; done
   return 1
 }
-# Unstage the run's staged .pt files that may not travel: every one of a finished run, and for an unfinished
-# one those over the cap, and its selected weights when its checkpoint_last.pt stayed out (without it the run
-# starts again, and so do they).
-unstage_weights() {  # $1: run dir, $2: finished | unfinished
+# Unstage an unfinished run's staged .pt files that may not travel: those over the cap, and its selected
+# weights when its checkpoint_last.pt stayed out (without it the run starts again, and so do they).
+unstage_oversized_resume_state() {  # $1: run dir
   local pt
   while IFS= read -r -d '' pt; do  # literal pathspecs: run dirs may hold [ ] (kernel-size lists)
     [[ $pt == *.pt ]] || continue
-    if [ "$2" = finished ]; then
-      git reset -q -- ":(literal)$pt"
-    elif [ "$(stat -c %s "$pt")" -gt "$max_bytes" ]; then
+    if [ "$(stat -c %s "$pt")" -gt "$max_bytes" ]; then
       git reset -q -- ":(literal)$pt" && echo "commit_finished.sh: $pt is over ${TSLLM_MAX_CHECKPOINT_MB:-10} MB, kept here only" >&2
     fi
   done < <(git diff --cached --name-only -z --diff-filter=AM -- ":(literal)$1")
-  if [ "$2" = unfinished ] && [ -f "$1/checkpoint_best.pt" ] \
+  if [ -f "$1/checkpoint_best.pt" ] \
      && ! git ls-files --error-unmatch -- ":(literal)$1/checkpoint_last.pt" >/dev/null 2>&1; then
     git reset -q -- ":(literal)$1/checkpoint_best.pt"
   fi
@@ -53,20 +50,20 @@ added=0 saved=0 logged=0
 while IFS= read -r rec; do
   dir=$(dirname "$rec")
   if grep -q '"status": "finished"' "$rec"; then
-    for f in "${RESUME_STATE[@]}"; do
-      git ls-files --error-unmatch -- ":(literal)$dir/$f" >/dev/null 2>&1 || continue
-      git rm -q --cached -- ":(literal)$dir/$f"
-    done
+    while IFS= read -r -d '' pt; do  # its tracked .pt files (resume state): they leave the index
+      [[ $pt == *.pt ]] || continue
+      git rm -q --cached -- ":(literal)$pt"
+    done < <(git ls-files -z -- ":(literal)$dir")
     if [ -n "$(git status --porcelain -- "$dir")" ]; then
-      git add -- "$dir" && unstage_weights "$dir" finished
-      git diff --cached --quiet -- ":(literal)$dir" || added=$((added + 1))  # changed weights alone: none
+      git add -- "$dir"  # .pt files are ignored (results/**/*.pt): only the evidence is staged
+      git diff --cached --quiet -- ":(literal)$dir" || added=$((added + 1))
     fi
   elif [ "$partial" = 1 ] && has_resume_state "$dir"; then
     git add -- "$dir"
     for f in "${RESUME_STATE[@]}"; do
       if [ -f "$dir/$f" ]; then git add -f -- "$dir/$f"; fi
     done
-    unstage_weights "$dir" unfinished
+    unstage_oversized_resume_state "$dir"
     if git diff --cached --quiet -- "${RESUME_FROM[@]/#/:(literal)$dir/}"; then
       logged=$((logged + 1))  # its record and log only: a later session restarts it from epoch 1
     else
