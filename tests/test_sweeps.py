@@ -349,7 +349,8 @@ def test_commit_finished_commits_a_finished_runs_evidence_never_its_weights(tmp_
         (run / "checkpoint_best.pt").write_bytes(b"x" * 100)
     _git_init(repo)
     old = "results/runs/sweep/old"  # committed with its weights, as finished runs were before this rule
-    _git(repo, "add", "-f", f"{old}/record.json", f"{old}/checkpoint_best.pt")
+    (repo / old / "icl_scores.pt").write_bytes(b"s" * 100)  # any .pt, not only the resume-state names
+    _git(repo, "add", "-f", f"{old}/record.json", f"{old}/checkpoint_best.pt", f"{old}/icl_scores.pt")
     _git(repo, "commit", "-qm", "an old evidence commit")
     (repo / old / "checkpoint_best.pt").write_bytes(b"y" * 100)  # e.g. the run retrained here
     out = _commit_finished(repo, "(test)")
